@@ -1,0 +1,1 @@
+"""Local development stack: simulators and helpers for tests and the local environment."""

@@ -1,0 +1,45 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+
+from . import checkout_page, control
+from .api import create_v1_app
+from .config import SimulatorConfig
+from .simulator import SIMULATOR, Simulator, run_expiry_sweeper
+from .webhooks import WebhookDeliverer
+
+
+def create_app(
+    config: SimulatorConfig | None = None, *, clock: Callable[[], float] = time.time
+) -> web.Application:
+    """A Stripe simulator: /v1 API, hosted Checkout at /checkout/, test control at /_sim/."""
+    app = web.Application()
+    app[SIMULATOR] = Simulator(config or SimulatorConfig(), clock)
+    app.add_subapp("/v1", create_v1_app())
+    checkout_page.add_routes(app)
+    control.add_routes(app)
+    app.cleanup_ctx.append(_background_work)
+    return app
+
+
+async def _background_work(app: web.Application) -> AsyncIterator[None]:
+    simulator = app[SIMULATOR]
+    async with aiohttp.ClientSession() as http:
+        simulator.deliverer = deliverer = WebhookDeliverer(simulator.state, http)
+        sweeper = asyncio.create_task(run_expiry_sweeper(simulator))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await deliverer.cancel_all()
+            simulator.deliverer = None

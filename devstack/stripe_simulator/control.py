@@ -1,0 +1,147 @@
+"""The JSON test-control API under /_sim/ (the simulator's own, not Stripe's)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from aiohttp import web
+
+from .checkout import Action, SessionNotOpenError
+from .errors import StripeApiError, json_response
+from .simulator import SIMULATOR
+from .state import Faults, WebhookSettings
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/_sim/health", health)
+    app.router.add_get("/_sim/sessions", list_sessions)
+    app.router.add_post("/_sim/sessions/{id}/{action}", act_on_session)
+    app.router.add_get("/_sim/events", list_events)
+    app.router.add_get("/_sim/faults", show_faults)
+    app.router.add_post("/_sim/faults", set_faults)
+    app.router.add_delete("/_sim/faults", clear_faults)
+    app.router.add_get("/_sim/config", show_config)
+    app.router.add_post("/_sim/config", set_config)
+    app.router.add_post("/_sim/reset", reset)
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    sessions = [s.obj for s in request.app[SIMULATOR].state.sessions.values()]
+    return json_response({"object": "list", "data": sessions, "count": len(sessions)})
+
+
+async def act_on_session(request: web.Request) -> web.Response:
+    """Body `{"deliver": false}` changes state without sending webhooks (lost webhooks)."""
+    body = await _json_body(request)
+    try:
+        action = Action(request.match_info["action"])
+    except ValueError:
+        return _error(400, f"action must be one of {', '.join(Action)}")
+    deliver = body.get("deliver", True)
+    if not isinstance(deliver, bool):
+        return _error(400, "deliver must be a boolean")
+    simulator = request.app[SIMULATOR]
+    try:
+        session, events = simulator.perform(request.match_info["id"], action, deliver=deliver)
+    except StripeApiError as exc:
+        return exc.response()
+    except SessionNotOpenError as exc:
+        return _error(409, str(exc), code="checkout_session_not_open")
+    return json_response({"session": session.obj, "events": events})
+
+
+async def list_events(request: web.Request) -> web.Response:
+    """Every event generated, oldest first, each with its `delivery` record.
+
+    Filters: `?type=checkout.session.completed`, `?session=cs_test_...`.
+    """
+    records = request.app[SIMULATOR].state.events
+    if "type" in request.query:
+        records = [r for r in records if r.event["type"] == request.query["type"]]
+    if "session" in request.query:
+        records = [r for r in records if r.session_id == request.query["session"]]
+    return json_response({"data": [r.to_json() for r in records], "count": len(records)})
+
+
+async def show_faults(request: web.Request) -> web.Response:
+    return json_response(request.app[SIMULATOR].state.faults.to_json())
+
+
+async def set_faults(request: web.Request) -> web.Response:
+    """`{"status": 500|429|5xx, "count": N, "should_retry": bool?}` and/or `{"latency_ms": N}`."""
+    body = await _json_body(request)
+    state = request.app[SIMULATOR].state
+    faults = dataclasses.replace(state.faults)
+    if "status" in body:
+        status, count = body["status"], body.get("count", 1)
+        if status != 429 and not (isinstance(status, int) and 500 <= status <= 599):
+            return _error(400, "status must be 429 or a 5xx code")
+        if not isinstance(count, int) or count < 0:
+            return _error(400, "count must be a non-negative integer")
+        faults.status, faults.remaining = status, count
+        faults.should_retry = body.get("should_retry")
+    if "latency_ms" in body:
+        latency = body["latency_ms"]
+        if not isinstance(latency, int) or latency < 0:
+            return _error(400, "latency_ms must be a non-negative integer")
+        faults.latency_ms = latency
+    state.faults = faults
+    return json_response(faults.to_json())
+
+
+async def clear_faults(request: web.Request) -> web.Response:
+    state = request.app[SIMULATOR].state
+    state.faults = Faults()
+    return json_response(state.faults.to_json())
+
+
+async def show_config(request: web.Request) -> web.Response:
+    return json_response(request.app[SIMULATOR].state.webhook.to_json())
+
+
+async def set_config(request: web.Request) -> web.Response:
+    """`{"webhook_url": "http://..." or null, "webhook_secret": "whsec_...[,whsec_...]"}`."""
+    body = await _json_body(request)
+    state = request.app[SIMULATOR].state
+    url = body.get("webhook_url", state.webhook.url)
+    secret = body.get("webhook_secret", ",".join(state.webhook.secrets))
+    if not (url is None or isinstance(url, str)) or not isinstance(secret, str):
+        return _error(400, "webhook_url must be a string or null, webhook_secret a string")
+    state.webhook = WebhookSettings.parse(url, secret)
+    return json_response(state.webhook.to_json())
+
+
+async def reset(request: web.Request) -> web.Response:
+    """Drop all objects, events, keys and faults; cancel deliveries; restore startup config."""
+    await request.app[SIMULATOR].reset()
+    return json_response({"status": "reset"})
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    text = await request.text()
+    if not text.strip():
+        return {}
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _bad_request(f"invalid JSON body: {exc}") from None
+    if not isinstance(body, dict):
+        raise _bad_request("the JSON body must be an object")
+    return body
+
+
+def _error(status: int, message: str, code: str | None = None) -> web.Response:
+    return StripeApiError(status, message, code=code).response()
+
+
+def _bad_request(message: str) -> web.HTTPException:
+    error = StripeApiError(400, message).body()
+    return web.HTTPBadRequest(text=json.dumps(error), content_type="application/json")

@@ -1,0 +1,1 @@
+"""The three deployable processes: consumer, webhook and notifier."""

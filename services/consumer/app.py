@@ -1,0 +1,142 @@
+"""Wires the consumer: the Faust app, its agent, the adapters and the health server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import faust
+from aiohttp import web
+from mode import Service
+
+from services.consumer.handler import RideEventHandler
+from services.consumer.process import CheckoutSettings, PaymentCreator
+from services.consumer.records import DEAD_LETTER_TOPIC, SOURCE_TOPIC, DeadLetter, IncomingRecord
+from shared.bus import NotificationBus, connect_redis
+from shared.observability import flag_check, health_routes
+from shared.retry import until_done
+from shared.settings import Settings
+from shared.store import PaymentStore
+from shared.stripe_gateway import StripeGateway
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PORT = 6066
+GROUP_ID = "payments"
+
+
+class ConsumerRuntime(Service):
+    """The adapters and the health server; started before the Faust app, stopped after it."""
+
+    def __init__(self, settings: Settings, dead_letters: faust.TopicT, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.kafka_joined = False
+        self.store_ready = asyncio.Event()
+        self._dead_letters = dead_letters
+        self._runner: web.AppRunner | None = None
+        self.store = PaymentStore.connect(
+            settings.effective_mongodb_uri(), settings.mongodb_database, settings.mongodb_collection
+        )
+        self.bus = NotificationBus(connect_redis(settings.redis_url))
+        assert settings.stripe_secret_key is not None
+        self.gateway = StripeGateway(
+            settings.stripe_secret_key.get_secret_value(), settings.stripe_api_base
+        )
+        self.handler = RideEventHandler(
+            PaymentCreator(
+                self.store,
+                self.gateway,
+                self.bus,
+                CheckoutSettings(
+                    settings.payment_currency,
+                    settings.success_redirect_url,
+                    settings.cancel_redirect_url,
+                ),
+            ),
+            self.send_dead_letter,
+        )
+
+    async def on_start(self) -> None:
+        await self._start_health_server()
+        self.add_future(self._prepare_store())
+
+    async def on_stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.gateway.close()
+        await self.bus.close()
+        await self.store.close()
+
+    async def send_dead_letter(self, letter: DeadLetter) -> None:
+        sent = await self._dead_letters.send(
+            key=letter.key, value=letter.value, headers=letter.headers, force=True
+        )
+        await sent  # wait for the broker's ack before the source record is acknowledged
+
+    async def _prepare_store(self) -> None:
+        await until_done(self.store.ensure_indexes, what="creating MongoDB indexes")
+        self.store_ready.set()
+
+    async def _start_health_server(self) -> None:
+        checks = {
+            "kafka": flag_check("kafka consumer group membership", lambda: self.kafka_joined),
+            "mongodb": self.store.ping,
+            "mongodb-indexes": flag_check("index creation", self.store_ready.is_set),
+            "redis": self.bus.ping,
+        }
+        web_app = web.Application()
+        web_app.add_routes(health_routes(checks))
+        self._runner = web.AppRunner(web_app, access_log=None)
+        await self._runner.setup()
+        port = self.settings.http_port(DEFAULT_PORT)
+        await web.TCPSite(self._runner, "0.0.0.0", port).start()
+        logger.info("health server listening", extra={"port": port})
+
+
+def create_app(settings: Settings) -> tuple[faust.App, ConsumerRuntime]:
+    app = faust.App(
+        GROUP_ID,
+        broker=[
+            f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")
+        ],
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=max(0.5, settings.kafka_session_timeout_s / 5),
+        consumer_auto_offset_reset="earliest",
+        topic_disable_leader=True,
+        web_enabled=False,
+        producer_acks=-1,
+    )
+    source = app.topic(SOURCE_TOPIC, key_serializer="raw", value_serializer="raw")
+    dead_letters = app.topic(DEAD_LETTER_TOPIC, key_serializer="raw", value_serializer="raw")
+    runtime = ConsumerRuntime(settings, dead_letters)
+
+    @app.agent(source, concurrency=settings.consumer_concurrency)
+    async def create_payments(stream: faust.StreamT[bytes]) -> None:
+        await runtime.store_ready.wait()
+        async for event in stream.events():
+            await runtime.handler.handle(_incoming(event))
+
+    @app.on_partitions_assigned.connect
+    async def _joined(_app: Any, /, *_: Any, signal: Any, **__: Any) -> None:
+        runtime.kafka_joined = True
+
+    return app, runtime
+
+
+def _incoming(event: faust.EventT[bytes]) -> IncomingRecord:
+    message = event.message
+    headers = message.headers or []
+    pairs: Iterable[tuple[str, bytes]] = (
+        headers.items() if isinstance(headers, Mapping) else headers
+    )
+    return IncomingRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=[(name, value or b"") for name, value in pairs],
+    )

@@ -1,0 +1,1 @@
+"""The webhook service: Stripe's signed events become status changes and notifications."""

@@ -1,0 +1,125 @@
+"""What a Stripe event means for a payment: pure translation, no I/O.
+
+Checkout Session events are matched by session id; PaymentIntent events by the `rideId`
+metadata the consumer set on the PaymentIntent, falling back to the stored PaymentIntent id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from shared.model import PaymentStatus
+
+SESSION_EVENTS: dict[str, PaymentStatus] = {
+    "checkout.session.completed": PaymentStatus.SUCCEEDED,
+    "checkout.session.async_payment_succeeded": PaymentStatus.SUCCEEDED,
+    "checkout.session.async_payment_failed": PaymentStatus.FAILED,
+    "checkout.session.expired": PaymentStatus.EXPIRED,
+}
+PAYMENT_INTENT_EVENTS: dict[str, PaymentStatus] = {
+    "payment_intent.succeeded": PaymentStatus.SUCCEEDED,
+    "payment_intent.payment_failed": PaymentStatus.FAILED,
+    "payment_intent.canceled": PaymentStatus.CANCELED,
+}
+
+
+class MalformedEvent(ValueError):
+    """A correctly signed body that is not a Stripe event of the expected shape."""
+
+
+@dataclass(frozen=True, slots=True)
+class StripeEvent:
+    id: str
+    type: str
+    resource: dict[str, Any]
+
+    @classmethod
+    def parse(cls, document: object) -> StripeEvent:
+        if not isinstance(document, dict):
+            raise MalformedEvent("event must be a JSON object")
+        event_id, event_type = document.get("id"), document.get("type")
+        data = document.get("data")
+        if not isinstance(event_id, str) or not event_id:
+            raise MalformedEvent("event has no id")
+        if not isinstance(event_type, str) or not event_type:
+            raise MalformedEvent("event has no type")
+        if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+            raise MalformedEvent("event has no data.object")
+        return cls(event_id, event_type, data["object"])
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentUpdate:
+    """The status an event asks for and the ways to find its payment, best first."""
+
+    event_id: str
+    event_type: str
+    target: PaymentStatus
+    selectors: list[dict[str, Any]]
+    payment_intent_id: str | None
+    ride_id: str | None
+
+
+def interpret(event: StripeEvent) -> PaymentUpdate | None:
+    """The update this event means, or None when it changes no status."""
+    if event.type in SESSION_EVENTS:
+        return _session_update(event)
+    if event.type in PAYMENT_INTENT_EVENTS:
+        return _payment_intent_update(event)
+    return None
+
+
+def _session_update(event: StripeEvent) -> PaymentUpdate | None:
+    session = event.resource
+    # Completed but unpaid means a delayed payment method: async_payment_* will follow.
+    if event.type == "checkout.session.completed" and session.get("payment_status") != "paid":
+        return None
+    session_id = _required_string(session, "id")
+    ride_id = _ride_id(session) or _string(session.get("client_reference_id"))
+    selectors: list[dict[str, Any]] = [{"stripeSessionId": session_id}]
+    if ride_id:
+        # The consumer may have crashed after creating the session and before storing its id.
+        selectors.append({"rideId": ride_id, "stripeSessionId": None})
+    return PaymentUpdate(
+        event_id=event.id,
+        event_type=event.type,
+        target=SESSION_EVENTS[event.type],
+        selectors=selectors,
+        payment_intent_id=_string(session.get("payment_intent")),
+        ride_id=ride_id,
+    )
+
+
+def _payment_intent_update(event: StripeEvent) -> PaymentUpdate:
+    intent = event.resource
+    intent_id = _required_string(intent, "id")
+    ride_id = _ride_id(intent)
+    selectors: list[dict[str, Any]] = [{"rideId": ride_id}] if ride_id else []
+    selectors.append({"paymentIntentId": intent_id})
+    return PaymentUpdate(
+        event_id=event.id,
+        event_type=event.type,
+        target=PAYMENT_INTENT_EVENTS[event.type],
+        selectors=selectors,
+        payment_intent_id=intent_id,
+        ride_id=ride_id,
+    )
+
+
+def _ride_id(stripe_object: dict[str, Any]) -> str | None:
+    metadata = stripe_object.get("metadata")
+    return _string(metadata.get("rideId")) if isinstance(metadata, dict) else None
+
+
+def _string(value: object) -> str | None:
+    if isinstance(value, dict):  # an expanded object instead of its id
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
+
+
+def _required_string(stripe_object: dict[str, Any], key: str) -> str:
+    value = _string(stripe_object.get(key))
+    if value is None:
+        raise MalformedEvent(f"data.object.{key} is missing")
+    return value

@@ -1,0 +1,1 @@
+"""Code the three payment services share: settings, domain model and adapters."""

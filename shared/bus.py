@@ -1,0 +1,248 @@
+"""The notification bus: per-user history and pub/sub in Redis.
+
+Publishing is one Lua script, so that appending to the user's history, checking the ride's
+version and PUBLISHing happen atomically: two processes publishing for the same ride at the
+same instant cannot deliver an older status after a newer one. The history entry's stream id
+becomes the message's `id`, which only grows for one user, so a client can resume after it.
+
+The subscriber side keeps one pub/sub connection per process and re-subscribes after Redis
+drops it (redis-py does not reconnect pub/sub connections by itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from shared.messages import Message
+
+logger = logging.getLogger(__name__)
+
+HISTORY_LENGTH = 200
+HISTORY_TTL_S = 24 * 3600
+MESSAGE_ID_PATTERN = re.compile(r"\d{1,20}-\d{1,20}")
+
+# KEYS: user's history stream, ride's last published version.
+# ARGV: message JSON, version, kind ("url" may repeat a version, "status" may not), channel,
+#       history length, ttl.
+_PUBLISH_SCRIPT = """
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local version = tonumber(ARGV[2])
+if version < last or (version == last and ARGV[3] == 'status') then
+  return false
+end
+redis.call('SET', KEYS[2], version, 'EX', ARGV[6])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[5], '*', 'm', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('PUBLISH', ARGV[4], '{"id":"' .. id .. '","message":' .. ARGV[1] .. '}')
+return id
+"""
+
+
+def user_channel(user_id: str) -> str:
+    return f"payments:{{{user_id}}}:live"
+
+
+def _history_key(user_id: str) -> str:
+    return f"payments:{{{user_id}}}:history"
+
+
+def _ride_version_key(user_id: str, ride_id: str) -> str:
+    return f"payments:{{{user_id}}}:ride:{ride_id}:version"
+
+
+def connect_redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: str
+    message: Message
+
+    def for_client(self) -> Message:
+        return {**self.message, "id": self.id}
+
+
+class NotificationBus:
+    """Publishes a user's notifications and reads their history."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._publish = client.register_script(_PUBLISH_SCRIPT)
+
+    async def ping(self) -> None:
+        await self._client.ping()
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def publish(self, user_id: str, message: Message, *, version: int) -> str | None:
+        """Store and publish; returns the message id, or None when a newer state was published.
+
+        A `payment_url` may be published again at the same version (a redelivered ride event
+        re-sends the link); a status update never twice for one version.
+        """
+        ride_id = message["rideId"]
+        kind = "url" if message["type"] == "payment_url" else "status"
+        result = await self._publish(
+            keys=[_history_key(user_id), _ride_version_key(user_id, ride_id)],
+            args=[
+                json.dumps(message, separators=(",", ":")),
+                version,
+                kind,
+                user_channel(user_id),
+                HISTORY_LENGTH,
+                HISTORY_TTL_S,
+            ],
+        )
+        return result.decode() if isinstance(result, bytes) else None
+
+    async def history(self, user_id: str, after_id: str | None = None) -> list[StoredMessage]:
+        """The user's stored messages, oldest first, after `after_id` when given."""
+        start = f"({after_id}" if after_id else "-"
+        entries = cast(
+            list[tuple[bytes, dict[bytes, bytes]]],
+            await self._client.xrange(_history_key(user_id), min=start, max="+"),
+        )
+        return [
+            StoredMessage(entry_id.decode(), json.loads(fields[b"m"]))
+            for entry_id, fields in entries
+        ]
+
+
+def still_relevant(messages: list[StoredMessage]) -> list[StoredMessage]:
+    """What a client that never saw any message should get, in order.
+
+    Per ride: its latest status update, and its latest payment link while the ride is not
+    final (a `failed` payment can still be paid from the same link).
+    """
+    latest_status: dict[str, StoredMessage] = {}
+    latest_url: dict[str, StoredMessage] = {}
+    for stored in messages:
+        ride_id = stored.message.get("rideId", "")
+        if stored.message.get("type") == "payment_url":
+            latest_url[ride_id] = stored
+        else:
+            latest_status[ride_id] = stored
+    final = {"succeeded", "canceled", "expired"}
+    chosen = list(latest_status.values())
+    chosen += [
+        url
+        for ride_id, url in latest_url.items()
+        if ride_id not in latest_status or latest_status[ride_id].message.get("status") not in final
+    ]
+    return sorted(chosen, key=lambda stored: _id_order(stored.id))
+
+
+def _id_order(message_id: str) -> tuple[int, int]:
+    milliseconds, sequence = message_id.split("-")
+    return int(milliseconds), int(sequence)
+
+
+def is_after(message_id: str, other_id: str | None) -> bool:
+    return other_id is None or _id_order(message_id) > _id_order(other_id)
+
+
+Deliver = Callable[[str, StoredMessage], Awaitable[None]]
+OnResubscribed = Callable[[], Awaitable[None]]
+
+
+class UserSubscriber:
+    """One pub/sub connection for a process; channels follow the users it holds sockets for."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        deliver: Deliver,
+        on_resubscribed: OnResubscribed,
+        *,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self._client = client
+        self._deliver = deliver
+        self._on_resubscribed = on_resubscribed
+        self._max_backoff_s = max_backoff_s
+        self._users: set[str] = set()
+        self._pubsub: Any = None
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+
+    @property
+    def users(self) -> frozenset[str]:
+        return frozenset(self._users)
+
+    async def subscribe(self, user_id: str) -> None:
+        self._users.add(user_id)
+        if self._pubsub is not None and self.connected.is_set():
+            await self._pubsub.subscribe(user_channel(user_id))
+
+    async def unsubscribe(self, user_id: str) -> None:
+        self._users.discard(user_id)
+        if self._pubsub is not None and self.connected.is_set():
+            try:
+                await self._pubsub.unsubscribe(user_channel(user_id))
+            except RedisError as error:
+                logger.warning(
+                    "unsubscribe failed; dropped with the connection", extra={"error": str(error)}
+                )
+
+    async def run(self) -> None:
+        """Listen until cancelled, reconnecting with capped exponential backoff and jitter."""
+        attempt = 0
+        while True:
+            try:
+                await self._connect()
+                attempt = 0
+                await self._listen()
+            except (RedisError, OSError) as error:
+                self.connected.clear()
+                await self._drop_connection()
+                attempt += 1
+                self.reconnects += 1
+                delay = min(self._max_backoff_s, 0.1 * 2**attempt) * random.uniform(0.5, 1.0)
+                logger.warning(
+                    "redis subscriber lost its connection; reconnecting",
+                    extra={"error": str(error), "retryInS": round(delay, 2)},
+                )
+                await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                self.connected.clear()
+                await self._drop_connection()
+                raise
+
+    async def _connect(self) -> None:
+        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        # A dedicated channel keeps the connection open even when no user is held.
+        await self._pubsub.subscribe("payments:subscriber-keepalive")
+        for user_id in list(self._users):
+            await self._pubsub.subscribe(user_channel(user_id))
+        self.connected.set()
+        await self._on_resubscribed()
+
+    async def _listen(self) -> None:
+        while True:
+            raw = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if raw is None or raw.get("type") != "message":
+                continue
+            channel = raw["channel"].decode()
+            user_id = channel.split("{", 1)[1].rsplit("}", 1)[0]
+            envelope = json.loads(raw["data"])
+            await self._deliver(user_id, StoredMessage(envelope["id"], envelope["message"]))
+
+    async def _drop_connection(self) -> None:
+        if self._pubsub is not None:
+            try:
+                await self._pubsub.aclose()
+            except (RedisError, OSError):
+                pass
+            self._pubsub = None

@@ -1,0 +1,178 @@
+"""The one typed settings object, read from the environment and an optional Config.toml.
+
+Environment variables win over the TOML file. The TOML file keeps the original service's keys
+(`stripeSecretKey`, `host`, `port`, ...) so existing configuration files keep working.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+CONFIG_PATH_VARIABLE = "PAYMENTS_CONFIG"
+DEFAULT_CONFIG_FILE = "Config.toml"
+
+# The original service's Config.toml keys and the settings they feed.
+ORIGINAL_TOML_KEYS = {
+    "stripeSecretKey": "stripe_secret_key",
+    "successRedirectUrl": "success_redirect_url",
+    "cancelRedirectUrl": "cancel_redirect_url",
+    "host": "mongodb_host",
+    "port": "mongodb_port",
+    "username": "mongodb_username",
+    "password": "mongodb_password",
+    "database": "mongodb_database",
+    "collection": "mongodb_collection",
+    "kafkaBootstrapServers": "kafka_bootstrap_servers",
+}
+
+
+class ConfigError(Exception):
+    """A required setting is missing or invalid; the message is one line naming it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    kafka_bootstrap_servers: str = "localhost:9092"
+    kafka_session_timeout_s: float = Field(default=10.0, ge=1, le=300)
+    consumer_concurrency: int = Field(default=32, ge=1, le=1024)
+
+    mongodb_uri: str | None = None
+    mongodb_host: str | None = None
+    mongodb_port: int | None = Field(default=None, ge=1, le=65535)
+    mongodb_username: str | None = None
+    mongodb_password: SecretStr | None = None
+    mongodb_database: str = "payment-service-db"
+    mongodb_collection: str = "payments"
+
+    redis_url: str = "redis://localhost:6379/0"
+
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str = "https://api.stripe.com"
+    success_redirect_url: str = "http://localhost:3000/success"
+    cancel_redirect_url: str = "http://localhost:3000/cancel"
+    payment_currency: str = "usd"
+
+    port: int | None = Field(default=None, ge=1, le=65535)
+    log_level: str = "INFO"
+
+    notifier_jwt_secret: SecretStr | None = None
+    notifier_jwt_public_key: SecretStr | None = None
+
+    @field_validator("payment_currency")
+    @classmethod
+    def _iso_currency(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z]{3}", value):
+            raise ValueError("must be a three-letter ISO currency code such as usd")
+        return value.lower()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, OriginalTomlSource(settings_cls)
+
+    def effective_mongodb_uri(self) -> str:
+        """MONGODB_URI as given, else one built from host/port/username/password."""
+        if self.mongodb_uri:
+            return self.mongodb_uri
+        if not self.mongodb_host:
+            return "mongodb://localhost:27017"
+        credentials = ""
+        if self.mongodb_username:
+            password = self.mongodb_password.get_secret_value() if self.mongodb_password else ""
+            credentials = f"{quote_plus(self.mongodb_username)}:{quote_plus(password)}@"
+        return f"mongodb://{credentials}{self.mongodb_host}:{self.mongodb_port or 27017}"
+
+    def webhook_secrets(self) -> list[str]:
+        """STRIPE_WEBHOOK_SECRET may list several secrets, comma separated, during rotation."""
+        if self.stripe_webhook_secret is None:
+            return []
+        raw = self.stripe_webhook_secret.get_secret_value()
+        return [secret.strip() for secret in raw.split(",") if secret.strip()]
+
+    def http_port(self, default: int) -> int:
+        return self.port if self.port is not None else default
+
+    def require(self, *names: str, by: str) -> None:
+        """Raise ConfigError naming the first of `names` that is unset."""
+        for name in names:
+            value = getattr(self, name)
+            if value is None or (isinstance(value, SecretStr) and not value.get_secret_value()):
+                raise ConfigError(f"{name.upper()} is required by the {by} but is not set")
+
+
+class OriginalTomlSource(PydanticBaseSettingsSource):
+    """Reads Config.toml (or $PAYMENTS_CONFIG) with the original service's key names."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self._values = _read_original_toml(_config_path())
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def _config_path() -> Path | None:
+    explicit = os.environ.get(CONFIG_PATH_VARIABLE)
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_PATH_VARIABLE} names {path}, which is not a readable file")
+        return path
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def _read_original_toml(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"cannot read configuration file {path}: {error}") from error
+    values: dict[str, Any] = {}
+    for key, value in _flatten_one_level(document).items():
+        field = ORIGINAL_TOML_KEYS.get(key)
+        if field is not None:
+            values[field] = value
+    return values
+
+
+def _flatten_one_level(document: dict[str, Any]) -> dict[str, Any]:
+    """Keys may sit at the top or inside one table (the original kept them in a module table)."""
+    flat: dict[str, Any] = {}
+    for key, value in document.items():
+        if isinstance(value, dict):
+            flat.update({k: v for k, v in value.items() if not isinstance(v, dict)})
+        else:
+            flat[key] = value
+    return flat
+
+
+def load_settings() -> Settings:
+    """Build the settings, turning any validation problem into a one-line ConfigError."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = ".".join(str(part) for part in first["loc"]).upper()
+        raise ConfigError(f"invalid setting {name}: {first['msg']}") from None

@@ -1,0 +1,195 @@
+"""Payments in MongoDB: one document per ride, changed only by atomic conditional updates.
+
+Every change bumps `version`; notifications carry it so that the bus can refuse to publish an
+older state after a newer one (see shared/bus.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from shared.model import PaymentStatus, statuses_that_may_become
+
+logger = logging.getLogger(__name__)
+
+Document = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    ride_id: str
+    user_id: str
+    amount: int
+    currency: str
+    status: PaymentStatus
+    version: int
+    stripe_session_id: str | None
+    payment_url: str | None
+    payment_intent_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_document(cls, document: Document) -> Payment:
+        return cls(
+            ride_id=document["rideId"],
+            user_id=document["userId"],
+            amount=document["amount"],
+            currency=document["currency"],
+            status=PaymentStatus(document["status"]),
+            version=document["version"],
+            stripe_session_id=document.get("stripeSessionId"),
+            payment_url=document.get("paymentUrl"),
+            payment_intent_id=document.get("paymentIntentId"),
+            created_at=document["createdAt"],
+            updated_at=document["updatedAt"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """Why a status changes: the Stripe event (or reconciliation run) that says so."""
+
+    target: PaymentStatus
+    event_id: str
+    source: str
+    payment_intent_id: str | None = None
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def public_view(document: Document) -> Document:
+    """The record as the HTTP API shows it: JSON-friendly, without Mongo's `_id`."""
+    view = {key: value for key, value in document.items() if key != "_id"}
+    for key, value in view.items():
+        if isinstance(value, datetime):
+            view[key] = value.isoformat()
+    view["history"] = [
+        {**entry, "at": entry["at"].isoformat()} for entry in document.get("history", [])
+    ]
+    return view
+
+
+class PaymentStore:
+    def __init__(self, client: AsyncMongoClient[Document], database: str, collection: str) -> None:
+        self._client = client
+        self._payments: AsyncCollection[Document] = client[database][collection]
+
+    @classmethod
+    def connect(cls, uri: str, database: str, collection: str) -> PaymentStore:
+        client: AsyncMongoClient[Document] = AsyncMongoClient(
+            uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, tz_aware=True
+        )
+        return cls(client, database, collection)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def ping(self) -> None:
+        await self._client.admin.command("ping")
+
+    async def ensure_indexes(self) -> None:
+        await self._payments.create_index(
+            [("rideId", ASCENDING)], unique=True, name="rideId_unique"
+        )
+        await self._payments.create_index([("stripeSessionId", ASCENDING)], name="stripeSessionId")
+        await self._payments.create_index([("paymentIntentId", ASCENDING)], name="paymentIntentId")
+        await self._payments.create_index(
+            [("status", ASCENDING), ("updatedAt", ASCENDING)], name="status_updatedAt"
+        )
+
+    async def reserve(self, ride_id: str, user_id: str, amount: int, currency: str) -> Payment:
+        """The ride's record, created `pending` without a session if it did not exist."""
+        now = utcnow()
+        fresh = {
+            "rideId": ride_id,
+            "userId": user_id,
+            "amount": amount,
+            "currency": currency,
+            "status": PaymentStatus.PENDING.value,
+            "version": 1,
+            "stripeSessionId": None,
+            "paymentUrl": None,
+            "paymentIntentId": None,
+            "history": [{"status": "pending", "eventId": None, "source": "ride-event", "at": now}],
+            "createdAt": now,
+            "updatedAt": now,
+        }
+        try:
+            document = await self._payments.find_one_and_update(
+                {"rideId": ride_id},
+                {"$setOnInsert": fresh},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            # Two upserts raced; the other one inserted it.
+            document = await self._payments.find_one({"rideId": ride_id})
+        assert document is not None
+        return Payment.from_document(document)
+
+    async def attach_session(self, ride_id: str, session_id: str, url: str) -> Payment:
+        """Record the Checkout Session once; a later call returns the record as it is."""
+        document = await self._payments.find_one_and_update(
+            {"rideId": ride_id, "stripeSessionId": None},
+            {
+                "$set": {"stripeSessionId": session_id, "paymentUrl": url, "updatedAt": utcnow()},
+                "$inc": {"version": 1},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        if document is None:
+            document = await self._payments.find_one({"rideId": ride_id})
+        if document is None:
+            raise LookupError(f"no payment for ride {ride_id}")
+        return Payment.from_document(document)
+
+    async def apply(self, selector: Document, change: StatusChange) -> Payment | None:
+        """Move the matching record to `change.target` if the transition is allowed.
+
+        One conditional update: concurrent deliveries cannot both win, an event id already in
+        the history is never applied again, and an out-of-order event that is no longer allowed
+        changes nothing (all return None).
+        """
+        now = utcnow()
+        assignments: Document = {"status": change.target.value, "updatedAt": now}
+        if change.payment_intent_id:
+            assignments["paymentIntentId"] = change.payment_intent_id
+        entry = {
+            "status": change.target.value,
+            "eventId": change.event_id,
+            "source": change.source,
+            "at": now,
+        }
+        allowed_from = [status.value for status in statuses_that_may_become(change.target)]
+        document = await self._payments.find_one_and_update(
+            {
+                **selector,
+                "status": {"$in": allowed_from},
+                "history.eventId": {"$ne": change.event_id},
+            },
+            {"$set": assignments, "$inc": {"version": 1}, "$push": {"history": entry}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return Payment.from_document(document) if document else None
+
+    async def remember_payment_intent(self, selector: Document, payment_intent_id: str) -> None:
+        await self._payments.update_one(
+            {**selector, "paymentIntentId": None}, {"$set": {"paymentIntentId": payment_intent_id}}
+        )
+
+    async def find(self, selector: Document) -> Payment | None:
+        document = await self._payments.find_one(selector)
+        return Payment.from_document(document) if document else None
+
+    async def find_document(self, ride_id: str) -> Document | None:
+        return await self._payments.find_one({"rideId": ride_id})

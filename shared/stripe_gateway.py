@@ -1,0 +1,144 @@
+"""Checkout Sessions through the Stripe SDK's async client.
+
+Errors are sorted into the two kinds callers act on: transient (retry later) and permanent
+(the request itself is wrong and will never succeed).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import stripe
+from prometheus_client import Histogram
+
+STRIPE_LATENCY = Histogram(
+    "payments_stripe_request_seconds",
+    "Latency of Stripe API calls",
+    ["operation"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+class TransientStripeError(Exception):
+    """Stripe could not answer now (network, 429, 5xx): the same call may succeed later."""
+
+
+class PermanentStripeError(Exception):
+    """Stripe refused the request (4xx other than 429): retrying the same call cannot help."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutRequest:
+    ride_id: str
+    user_id: str
+    amount: int
+    currency: str
+    success_url: str
+    cancel_url: str
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"checkout-{self.ride_id}"
+
+    def params(self) -> dict[str, Any]:
+        metadata = {"rideId": self.ride_id, "userId": self.user_id}
+        return {
+            "mode": "payment",
+            "client_reference_id": self.ride_id,
+            "success_url": self.success_url,
+            "cancel_url": self.cancel_url,
+            "line_items": [
+                {
+                    "quantity": 1,
+                    "price_data": {
+                        "currency": self.currency,
+                        "unit_amount": self.amount,
+                        "product_data": {"name": f"Ride {self.ride_id}"},
+                    },
+                }
+            ],
+            "metadata": metadata,
+            "payment_intent_data": {"metadata": metadata},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutSession:
+    id: str
+    url: str | None
+    status: str
+    payment_status: str
+    payment_intent_id: str | None
+    expires_at: int | None
+
+    @classmethod
+    def from_stripe(cls, session: Any) -> CheckoutSession:
+        data = session.to_dict() if hasattr(session, "to_dict") else dict(session)
+        intent = data.get("payment_intent")
+        return cls(
+            id=data["id"],
+            url=data.get("url"),
+            status=data.get("status") or "open",
+            payment_status=data.get("payment_status") or "unpaid",
+            payment_intent_id=intent if isinstance(intent, str) else (intent or {}).get("id"),
+            expires_at=data.get("expires_at"),
+        )
+
+
+class StripeGateway:
+    def __init__(self, secret_key: str, api_base: str, *, max_network_retries: int = 0) -> None:
+        self._http = stripe.HTTPXClient(timeout=20)
+        self._client = stripe.StripeClient(
+            secret_key,
+            base_addresses={"api": api_base},
+            http_client=self._http,
+            max_network_retries=max_network_retries,
+        )
+
+    async def close(self) -> None:
+        await self._http.close_async()  # type: ignore[no-untyped-call]
+
+    async def create_checkout_session(self, request: CheckoutRequest) -> CheckoutSession:
+        async with _classified("create_checkout_session"):
+            session = await self._client.v1.checkout.sessions.create_async(
+                params=request.params(),  # type: ignore[arg-type]
+                options={"idempotency_key": request.idempotency_key},
+            )
+        return CheckoutSession.from_stripe(session)
+
+    async def retrieve_checkout_session(self, session_id: str) -> CheckoutSession:
+        async with _classified("retrieve_checkout_session"):
+            session = await self._client.v1.checkout.sessions.retrieve_async(session_id)
+        return CheckoutSession.from_stripe(session)
+
+    async def expire_checkout_session(self, session_id: str) -> CheckoutSession:
+        async with _classified("expire_checkout_session"):
+            session = await self._client.v1.checkout.sessions.expire_async(session_id)
+        return CheckoutSession.from_stripe(session)
+
+
+class _classified:
+    """Times a Stripe call and turns the SDK's errors into Transient/PermanentStripeError."""
+
+    def __init__(self, operation: str) -> None:
+        self._operation = operation
+        self._started = 0.0
+
+    async def __aenter__(self) -> None:
+        self._started = time.perf_counter()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _: object
+    ) -> None:
+        STRIPE_LATENCY.labels(self._operation).observe(time.perf_counter() - self._started)
+        if error is None or not isinstance(error, stripe.StripeError):
+            return
+        status = error.http_status
+        message = f"stripe {self._operation}: {error.user_message or error}"
+        if isinstance(error, stripe.APIConnectionError | stripe.RateLimitError) or status is None:
+            raise TransientStripeError(message) from error
+        if status == 429 or status >= 500 or status == 409:
+            raise TransientStripeError(message) from error
+        raise PermanentStripeError(f"{message} (HTTP {status})") from error

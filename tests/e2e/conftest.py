@@ -1,0 +1,102 @@
+"""The three services as subprocesses, wired to the session's real parts."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from devstack import servers
+from tests.conftest import TEST_STRIPE_KEY, TEST_WEBHOOK_SECRET, RunningPart
+from tests.helpers import eventually, http_status
+
+
+@dataclass
+class System:
+    consumer: servers.ChildProcess
+    webhook: servers.ChildProcess
+    notifier: servers.ChildProcess
+    env: dict[str, str]
+    stripe_url: str
+
+    def url(self, process: servers.ChildProcess, path: str = "") -> str:
+        return f"http://127.0.0.1:{process.port}{path}"
+
+    @property
+    def websocket_url(self) -> str:
+        return f"ws://127.0.0.1:{self.notifier.port}/payment-ws"
+
+
+def service_environment(
+    kafka: RunningPart,
+    mongo: RunningPart,
+    redis_server: RunningPart,
+    stripe: RunningPart,
+    database: str,
+) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.url,
+        "MONGODB_URI": mongo.url,
+        "MONGODB_DATABASE": database,
+        "REDIS_URL": redis_server.url,
+        "STRIPE_SECRET_KEY": TEST_STRIPE_KEY,
+        "STRIPE_WEBHOOK_SECRET": TEST_WEBHOOK_SECRET,
+        "STRIPE_API_BASE": stripe.url,
+        "KAFKA_SESSION_TIMEOUT_S": "4",
+        "LOG_LEVEL": "INFO",
+    }
+
+
+async def wait_ready(system: System, *processes: servers.ChildProcess) -> None:
+    for process in processes:
+        await eventually(
+            functools.partial(_is_ready, system, process),
+            timeout_s=60,
+            what=f"{process.name} /readyz",
+        )
+
+
+async def _is_ready(system: System, process: servers.ChildProcess) -> bool:
+    if not process.running:
+        raise AssertionError(f"{process.name} exited: {process.tail()}")
+    return await http_status(system.url(process, "/readyz")) == 200
+
+
+@pytest.fixture(scope="module")
+async def system(
+    kafka: RunningPart,
+    mongo: RunningPart,
+    redis_server: RunningPart,
+    stripe_simulator: RunningPart,
+    logs_dir: Path,
+) -> AsyncIterator[System]:
+    env = service_environment(kafka, mongo, redis_server, stripe_simulator, "e2e")
+    ports = {name: servers.free_port() for name in ("consumer", "webhook", "notifier")}
+
+    def start(name: str) -> servers.ChildProcess:
+        process = servers.python_module(
+            name, f"services.{name}", ports[name], logs_dir, {**env, "PORT": str(ports[name])}
+        )
+        process.start(timeout_s=60)
+        return process
+
+    webhook, notifier = start("webhook"), start("notifier")
+    system = System(start("consumer"), webhook, notifier, env, stripe_simulator.url)
+    await configure_simulator(
+        stripe_simulator.url, system.url(system.webhook, "/payment-service/webhook")
+    )
+    await wait_ready(system, system.webhook, system.notifier, system.consumer)
+    yield system
+    for process in (system.consumer, system.webhook, system.notifier):
+        process.stop()
+
+
+async def configure_simulator(stripe_url: str, webhook_url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        config = {"webhook_url": webhook_url, "webhook_secret": TEST_WEBHOOK_SECRET}
+        async with session.post(f"{stripe_url}/_sim/config", json=config) as response:
+            assert response.status == 200, await response.text()

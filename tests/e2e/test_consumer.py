@@ -1,0 +1,324 @@
+"""The consumer as a subprocess against real Kafka, MongoDB, Redis and the Stripe simulator:
+duplicates, bad input, kills and outages end with exactly one session and record per ride."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from devstack import servers
+from shared.bus import NotificationBus
+from shared.store import PaymentStore
+from tests.conftest import TEST_STRIPE_KEY, RunningPart
+from tests.e2e.conftest import service_environment
+from tests.helpers import eventually, http_status
+
+Rides = list[tuple[str, str]]  # (rideId, userId)
+
+
+@pytest.fixture
+async def own_kafka(logs_dir: Path) -> AsyncIterator[RunningPart]:
+    """A broker of the test's own, so group offsets and topics start empty."""
+    port = servers.free_port()
+    part = servers.tansu(port, logs_dir)
+    part.start()
+    await servers.ensure_topics(f"127.0.0.1:{port}")
+    yield RunningPart(part, f"127.0.0.1:{port}")
+    part.stop()
+
+
+@pytest.fixture
+def start_consumer(
+    own_kafka: RunningPart,
+    mongo: RunningPart,
+    redis_server: RunningPart,
+    stripe_simulator: RunningPart,
+    logs_dir: Path,
+    unique: str,
+) -> Iterator[Callable[..., servers.ChildProcess]]:
+    started: list[servers.ChildProcess] = []
+
+    def start(mongo_url: str | None = None) -> servers.ChildProcess:
+        env = service_environment(own_kafka, mongo, redis_server, stripe_simulator, f"c-{unique}")
+        if mongo_url:
+            env["MONGODB_URI"] = mongo_url
+        port = servers.free_port()
+        process = servers.python_module(
+            f"consumer-{unique}", "services.consumer", port, logs_dir, {**env, "PORT": str(port)}
+        )
+        process.start(timeout_s=60)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+async def produce(
+    kafka: RunningPart,
+    values: list[bytes],
+    keys: list[bytes | None] | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.url, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        sent = [
+            await producer.send(
+                "payment-events", value, key=(keys or [None] * len(values))[i], headers=headers
+            )
+            for i, value in enumerate(values)
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+def ride_events(rides: Rides, fare: str = "12.345") -> list[bytes]:
+    return [json.dumps({"rideId": r, "userId": u, "fare": fare}).encode() for r, u in rides]
+
+
+async def sessions_per_ride(stripe: RunningPart, prefix: str) -> Counter[str]:
+    headers = {"Authorization": f"Bearer {TEST_STRIPE_KEY}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.get(f"{stripe.url}/_sim/sessions") as response:
+            sessions = (await response.json())["data"]
+    return Counter(
+        s["client_reference_id"]
+        for s in sessions
+        if str(s["client_reference_id"]).startswith(prefix)
+    )
+
+
+async def all_pending_with_session(store: PaymentStore, rides: Rides) -> bool:
+    for ride_id, _ in rides:
+        payment = await store.find({"rideId": ride_id})
+        if payment is None or payment.stripe_session_id is None or payment.status != "pending":
+            return False
+    return True
+
+
+async def assert_one_session_and_record_each(
+    store: PaymentStore, stripe: RunningPart, rides: Rides, prefix: str, timeout_s: float = 120
+) -> None:
+    await eventually(
+        lambda: all_pending_with_session(store, rides),
+        timeout_s=timeout_s,
+        every_s=0.5,
+        what="every ride pending with its session",
+    )
+    per_ride = await sessions_per_ride(stripe, prefix)
+    assert len(per_ride) == len(rides)
+    assert set(per_ride.values()) == {1}, "a ride got more than one Checkout Session"
+    assert await store._payments.count_documents({"rideId": {"$regex": f"^{prefix}"}}) == len(rides)
+
+
+def make_rides(prefix: str, count: int, users: int) -> Rides:
+    return [(f"{prefix}{i:05d}", f"{prefix}user-{i % users}") for i in range(count)]
+
+
+async def test_each_ride_sent_three_times_yields_one_session_record_and_link(
+    start_consumer: Callable[..., servers.ChildProcess],
+    own_kafka: RunningPart,
+    stripe_simulator: RunningPart,
+    mongo: RunningPart,
+    bus: NotificationBus,
+    unique: str,
+) -> None:
+    prefix = f"dup-{unique}-"
+    rides = make_rides(prefix, 1000, users=100)
+    events = ride_events(rides)
+    start_consumer()
+    # The first two copies back to back (processed concurrently), the third after a while.
+    await produce(own_kafka, [e for event in events for e in (event, event)])
+    store = PaymentStore.connect(mongo.url, f"c-{unique}", "payments")
+    try:
+        await eventually(
+            lambda: all_pending_with_session(store, rides[:100]),
+            timeout_s=120,
+            what="the first rides",
+        )
+        await produce(own_kafka, list(reversed(events)))
+        await assert_one_session_and_record_each(store, stripe_simulator, rides, prefix)
+    finally:
+        await store.close()
+
+    async def links_for_every_ride() -> bool:
+        seen: set[str] = set()
+        for user in {u for _, u in rides}:
+            seen |= {
+                m.message["rideId"]
+                for m in await bus.history(user)
+                if m.message["type"] == "payment_url"
+            }
+        return len(seen) == len(rides)
+
+    await eventually(links_for_every_ride, timeout_s=60, what="a payment_url for every ride")
+
+
+async def test_invalid_events_go_to_the_dead_letter_topic_unchanged(
+    start_consumer: Callable[..., servers.ChildProcess],
+    own_kafka: RunningPart,
+    mongo: RunningPart,
+    unique: str,
+) -> None:
+    bad = {
+        b"not json": "not valid JSON",
+        b"[1,2,3]": "JSON object",
+        b'{"userId":"u","fare":"1"}': "rideId",
+        b'{"rideId":"","userId":"u","fare":"1"}': "rideId",
+        b'{"rideId":"r","fare":"1"}': "userId",
+        b'{"rideId":"r","userId":"u","fare":"-3"}': "finite positive",
+        b'{"rideId":"r","userId":"u","fare":"NaN"}': "finite positive",
+        b'{"rideId":"r","userId":"u","fare":"lots"}': "not a decimal",
+        b'{"rideId":"r","userId":"u","fare":"0.001"}': "rounds to zero",
+        b'{"rideId":"r","userId":"u","fare":"1","x":"' + b"x" * 70_000 + b'"}': "byte limit",
+    }
+    good_ride = f"good-{unique}"
+    values = [*bad, json.dumps({"rideId": good_ride, "userId": "u", "fare": "9.99"}).encode()]
+    start_consumer()
+    await produce(
+        own_kafka,
+        values,
+        keys=[b"key-%d" % i for i in range(len(values))],
+        headers=[("trace", b"abc")],
+    )
+
+    consumer = AIOKafkaConsumer(
+        "payment-events-dlq",
+        bootstrap_servers=own_kafka.url,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await consumer.start()
+    letters: list[Any] = []
+    try:
+        async with asyncio.timeout(90):
+            while len(letters) < len(bad):
+                batch = await consumer.getmany(timeout_ms=1000)
+                letters += [record for records in batch.values() for record in records]
+    finally:
+        await consumer.stop()
+    assert len(letters) == len(bad)
+    by_value = {record.value: record for record in letters}
+    for i, (value, reason) in enumerate(bad.items()):
+        record = by_value[value]
+        headers = {name: data.decode() for name, data in record.headers}
+        assert record.key == b"key-%d" % i
+        assert headers["trace"] == "abc"
+        assert reason in headers["dlq.reason"]
+        assert headers["dlq.source.topic"] == "payment-events"
+        assert int(headers["dlq.source.partition"]) >= 0 and int(headers["dlq.source.offset"]) >= 0
+
+    store = PaymentStore.connect(mongo.url, f"c-{unique}", "payments")
+    try:
+        payment = await eventually(lambda: store.find({"rideId": good_ride}), what="the good ride")
+        assert payment.amount == 999
+    finally:
+        await store.close()
+
+
+async def test_killed_at_random_moments_then_restarted(
+    start_consumer: Callable[..., servers.ChildProcess],
+    own_kafka: RunningPart,
+    stripe_simulator: RunningPart,
+    mongo: RunningPart,
+    unique: str,
+) -> None:
+    prefix = f"kill-{unique}-"
+    rides = make_rides(prefix, 500, users=50)
+    await produce(own_kafka, ride_events(rides))
+    chance = random.Random(unique)
+    for _ in range(4):
+        consumer = start_consumer()
+        await asyncio.sleep(chance.uniform(1.0, 6.0))  # the kill is meant to land anywhere
+        consumer.signal(signal.SIGKILL)
+        consumer.kill()
+    start_consumer()
+    store = PaymentStore.connect(mongo.url, f"c-{unique}", "payments")
+    try:
+        await assert_one_session_and_record_each(store, stripe_simulator, rides, prefix, 180)
+    finally:
+        await store.close()
+
+
+async def test_mongodb_down_for_twenty_seconds_loses_and_doubles_nothing(
+    start_consumer: Callable[..., servers.ChildProcess],
+    own_kafka: RunningPart,
+    stripe_simulator: RunningPart,
+    logs_dir: Path,
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    port = servers.free_port()
+    database = servers.secantus(port, tmp_path / "mongo", logs_dir / f"mongo-{unique}")
+    database.start()
+    prefix = f"mongo-{unique}-"
+    rides = make_rides(prefix, 300, users=30)
+    consumer = start_consumer(mongo_url=servers.mongodb_uri(port))
+    health = f"http://127.0.0.1:{consumer.port}/readyz"
+    await eventually(lambda: _ready(health), timeout_s=60, what="consumer ready")
+    await produce(own_kafka, ride_events(rides[:150]))
+    database.stop()
+    await produce(own_kafka, ride_events(rides[150:]))
+    await eventually(lambda: _not_ready(health), timeout_s=30, what="readiness to report MongoDB")
+    await asyncio.sleep(20)  # the outage itself is what is under test
+    database.start()
+    store = PaymentStore.connect(servers.mongodb_uri(port), f"c-{unique}", "payments")
+    try:
+        await assert_one_session_and_record_each(store, stripe_simulator, rides, prefix, 180)
+    finally:
+        await store.close()
+        database.stop()
+
+
+async def test_stripe_failing_for_a_while_delays_but_loses_nothing(
+    start_consumer: Callable[..., servers.ChildProcess],
+    own_kafka: RunningPart,
+    stripe_simulator: RunningPart,
+    mongo: RunningPart,
+    unique: str,
+) -> None:
+    prefix = f"stripe-{unique}-"
+    rides = make_rides(prefix, 200, users=20)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{stripe_simulator.url}/_sim/faults", json={"status": 500, "count": 150}
+        ) as response,
+    ):
+        assert response.status == 200
+    start_consumer()
+    await produce(own_kafka, ride_events(rides[:100]))
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{stripe_simulator.url}/_sim/faults", json={"status": 429, "count": 150}
+        ) as response,
+    ):
+        assert response.status == 200
+    await produce(own_kafka, ride_events(rides[100:]))
+    store = PaymentStore.connect(mongo.url, f"c-{unique}", "payments")
+    try:
+        await assert_one_session_and_record_each(store, stripe_simulator, rides, prefix, 180)
+    finally:
+        await store.close()
+
+
+async def _ready(url: str) -> bool:
+    return await http_status(url) == 200
+
+
+async def _not_ready(url: str) -> bool:
+    return await http_status(url) == 503

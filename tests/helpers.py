@@ -1,0 +1,48 @@
+"""Small waiting helpers: tests wait for conditions, never for fixed times."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiohttp
+
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    timeout_s: float = 30.0,
+    every_s: float = 0.1,
+    what: str = "condition",
+) -> T:
+    """Poll `probe` until it returns something truthy; fail with `what` after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(every_s)
+
+
+async def next_message(
+    socket: aiohttp.ClientWebSocketResponse, timeout_s: float = 30.0
+) -> dict[str, Any]:
+    frame = await socket.receive(timeout=timeout_s)
+    assert frame.type is aiohttp.WSMsgType.TEXT, f"expected a text frame, got {frame.type}"
+    message: dict[str, Any] = json.loads(frame.data)
+    return message
+
+
+async def http_status(url: str) -> int:
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            return response.status
+    except aiohttp.ClientError:
+        return 0

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import asyncio
+import json
+
+import redis.asyncio as redis
+
+from shared import messages
+from shared.bus import NotificationBus, StoredMessage, is_after, still_relevant, user_channel
+
+
+async def test_publish_stores_history_and_publishes_with_the_same_id(
+    bus: NotificationBus, redis_server: object, unique: str
+) -> None:
+    user = f"user-{unique}"
+    client = redis.Redis.from_url(redis_server.url)  # type: ignore[attr-defined]
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(user_channel(user))
+    message_id = await bus.publish(user, messages.payment_url("r1", "https://pay/r1"), version=2)
+    assert message_id is not None
+    received = None
+    for _ in range(50):
+        received = await pubsub.get_message(timeout=0.1)
+        if received:
+            break
+    assert received is not None
+    envelope = json.loads(received["data"])
+    assert envelope == {"id": message_id, "message": messages.payment_url("r1", "https://pay/r1")}
+    history = await bus.history(user)
+    assert history == [StoredMessage(message_id, messages.payment_url("r1", "https://pay/r1"))]
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    await client.aclose()
+
+
+async def test_versions_keep_status_order_per_ride(bus: NotificationBus, unique: str) -> None:
+    user = f"user-{unique}"
+    link = messages.payment_url("r1", "https://pay/r1")
+    assert await bus.publish(user, link, version=2)
+    assert await bus.publish(user, link, version=2), "a link may be re-sent at its version"
+    succeeded = messages.payment_status_update("r1", "succeeded", "cs_1")
+    failed = messages.payment_status_update("r1", "failed", "cs_1")
+    assert await bus.publish(user, succeeded, version=4)
+    assert await bus.publish(user, failed, version=3) is None, "older than what was published"
+    assert await bus.publish(user, succeeded, version=4) is None, "the same status twice"
+    assert await bus.publish(user, link, version=2) is None, "the link after a newer status"
+    types = [stored.message["type"] for stored in await bus.history(user)]
+    assert types == ["payment_url", "payment_url", "payment_status_update"]
+
+
+async def test_concurrent_publishers_never_deliver_older_after_newer(
+    bus: NotificationBus, unique: str
+) -> None:
+    user = f"user-{unique}"
+    updates = [messages.payment_status_update("r1", f"s{v}", "cs") for v in range(2, 40)]
+    await asyncio.gather(
+        *(bus.publish(user, m, version=v) for v, m in zip(range(2, 40), updates, strict=True))
+    )
+    statuses = [int(stored.message["status"][1:]) for stored in await bus.history(user)]
+    assert statuses == sorted(statuses) and len(set(statuses)) == len(statuses)
+
+
+async def test_history_after_an_id(bus: NotificationBus, unique: str) -> None:
+    user = f"user-{unique}"
+    ids = [
+        await bus.publish(user, messages.payment_url(f"r{i}", "https://p"), version=2)
+        for i in range(5)
+    ]
+    after = await bus.history(user, after_id=ids[1])
+    assert [stored.id for stored in after] == ids[2:]
+    assert all(is_after(stored.id, ids[1]) for stored in after)
+
+
+def test_still_relevant_keeps_open_links_and_latest_statuses() -> None:
+    def stored(i: int, message: dict[str, object]) -> StoredMessage:
+        return StoredMessage(f"{i}-0", message)
+
+    history = [
+        stored(1, messages.payment_url("paid", "u1")),
+        stored(2, messages.payment_url("open", "u2")),
+        stored(3, messages.payment_url("retry", "u3")),
+        stored(4, messages.payment_status_update("paid", "succeeded", "cs1")),
+        stored(5, messages.payment_status_update("retry", "failed", "cs3")),
+    ]
+    assert [s.id for s in still_relevant(history)] == ["2-0", "3-0", "4-0", "5-0"]

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pymongo.errors import DuplicateKeyError
+
+from shared.model import PaymentStatus
+from shared.store import PaymentStore, StatusChange
+
+
+async def test_reserve_creates_one_pending_record_even_when_raced(store: PaymentStore) -> None:
+    reserved = await asyncio.gather(
+        *(store.reserve("ride-1", "user-1", 2550, "usd") for _ in range(20))
+    )
+    assert {payment.version for payment in reserved} == {1}
+    assert all(payment.status is PaymentStatus.PENDING for payment in reserved)
+    assert all(payment.stripe_session_id is None for payment in reserved)
+
+
+async def test_unique_index_on_ride_id(store: PaymentStore) -> None:
+    await store.reserve("ride-1", "user-1", 100, "usd")
+    collection = store._payments  # the index itself is what is under test
+    with pytest.raises(DuplicateKeyError):
+        await collection.insert_one({"rideId": "ride-1"})
+
+
+async def test_session_is_attached_once(store: PaymentStore) -> None:
+    await store.reserve("ride-1", "user-1", 100, "usd")
+    first = await store.attach_session("ride-1", "cs_1", "https://pay/1")
+    second = await store.attach_session("ride-1", "cs_2", "https://pay/2")
+    assert (first.stripe_session_id, first.payment_url, first.version) == (
+        "cs_1",
+        "https://pay/1",
+        2,
+    )
+    assert second == first
+
+
+async def test_transitions_follow_the_rules_and_apply_each_event_once(store: PaymentStore) -> None:
+    await store.reserve("ride-1", "user-1", 100, "usd")
+    await store.attach_session("ride-1", "cs_1", "https://pay/1")
+    by_session = {"stripeSessionId": "cs_1"}
+
+    failed = await store.apply(by_session, StatusChange(PaymentStatus.FAILED, "evt_1", "test"))
+    assert failed is not None and failed.status is PaymentStatus.FAILED and failed.version == 3
+    assert (
+        await store.apply(by_session, StatusChange(PaymentStatus.FAILED, "evt_2", "test")) is None
+    )
+    succeeded = await store.apply(
+        by_session, StatusChange(PaymentStatus.SUCCEEDED, "evt_3", "test", "pi_1")
+    )
+    assert (
+        succeeded is not None and succeeded.payment_intent_id == "pi_1" and succeeded.version == 4
+    )
+    for final_breaker in (PaymentStatus.FAILED, PaymentStatus.EXPIRED, PaymentStatus.CANCELED):
+        assert await store.apply(by_session, StatusChange(final_breaker, "evt_x", "test")) is None
+
+    document = await store.find_document("ride-1")
+    assert document is not None
+    assert [entry["status"] for entry in document["history"]] == ["pending", "failed", "succeeded"]
+    assert [entry["eventId"] for entry in document["history"]] == [None, "evt_1", "evt_3"]
+
+
+async def test_an_event_id_already_applied_is_refused(store: PaymentStore) -> None:
+    await store.reserve("ride-1", "user-1", 100, "usd")
+    selector = {"rideId": "ride-1"}
+    assert await store.apply(selector, StatusChange(PaymentStatus.FAILED, "evt_1", "test"))
+    # failed -> succeeded is allowed, but not by the very event that made it fail
+    assert (
+        await store.apply(selector, StatusChange(PaymentStatus.SUCCEEDED, "evt_1", "test")) is None
+    )
+
+
+async def test_concurrent_conflicting_changes_have_one_winner(store: PaymentStore) -> None:
+    await store.reserve("ride-1", "user-1", 100, "usd")
+    selector = {"rideId": "ride-1"}
+    changes = [StatusChange(PaymentStatus.SUCCEEDED, f"evt_s{i}", "test") for i in range(10)]
+    changes += [StatusChange(PaymentStatus.EXPIRED, f"evt_e{i}", "test") for i in range(10)]
+    results = await asyncio.gather(*(store.apply(selector, change) for change in changes))
+    winners = [result for result in results if result is not None]
+    assert len(winners) == 1
+    final = await store.find(selector)
+    assert final is not None and final.status is winners[0].status and final.version == 2

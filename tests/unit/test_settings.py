@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.settings import ConfigError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in (
+        "MONGODB_URI",
+        "STRIPE_SECRET_KEY",
+        "PAYMENT_CURRENCY",
+        "PAYMENTS_CONFIG",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "PORT",
+        "STRIPE_WEBHOOK_SECRET",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults_match_the_contract() -> None:
+    settings = load_settings()
+    assert settings.kafka_bootstrap_servers == "localhost:9092"
+    assert settings.effective_mongodb_uri() == "mongodb://localhost:27017"
+    assert settings.mongodb_database == "payment-service-db"
+    assert settings.mongodb_collection == "payments"
+    assert settings.redis_url == "redis://localhost:6379/0"
+    assert settings.stripe_api_base == "https://api.stripe.com"
+    assert settings.payment_currency == "usd"
+    assert settings.kafka_session_timeout_s == 10
+    assert settings.http_port(9090) == 9090
+
+
+def test_original_config_toml_keys_are_read(tmp_path: Path) -> None:
+    (tmp_path / "Config.toml").write_text(
+        """
+        [payment_service]
+        stripeSecretKey = "sk_test_toml"
+        successRedirectUrl = "https://rides.example/ok"
+        cancelRedirectUrl = "https://rides.example/no"
+        host = "mongo.internal"
+        port = 27018
+        username = "svc"
+        password = "p@ss word"
+        database = "db1"
+        collection = "col1"
+        kafkaBootstrapServers = "k1:9092,k2:9092"
+        """
+    )
+    settings = load_settings()
+    assert settings.stripe_secret_key is not None
+    assert settings.stripe_secret_key.get_secret_value() == "sk_test_toml"
+    assert settings.success_redirect_url == "https://rides.example/ok"
+    assert settings.cancel_redirect_url == "https://rides.example/no"
+    assert settings.effective_mongodb_uri() == "mongodb://svc:p%40ss+word@mongo.internal:27018"
+    assert (settings.mongodb_database, settings.mongodb_collection) == ("db1", "col1")
+    assert settings.kafka_bootstrap_servers == "k1:9092,k2:9092"
+    assert settings.http_port(6066) == 6066  # the TOML `port` is MongoDB's, not the process's
+
+
+def test_environment_wins_over_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "elsewhere.toml"
+    config.write_text('stripeSecretKey = "sk_from_toml"\nhost = "from-toml"\n')
+    monkeypatch.setenv("PAYMENTS_CONFIG", str(config))
+    monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_from_env")
+    monkeypatch.setenv("MONGODB_URI", "mongodb://from-env:1/?retryWrites=false")
+    settings = load_settings()
+    assert settings.stripe_secret_key is not None
+    assert settings.stripe_secret_key.get_secret_value() == "sk_from_env"
+    assert settings.effective_mongodb_uri() == "mongodb://from-env:1/?retryWrites=false"
+
+
+def test_missing_required_setting_is_one_clear_line() -> None:
+    with pytest.raises(ConfigError, match=r"^STRIPE_SECRET_KEY is required by the consumer"):
+        load_settings().require("stripe_secret_key", by="consumer")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("PAYMENT_CURRENCY", "dollars", "PAYMENT_CURRENCY"),
+        ("PORT", "http", "PORT"),
+        ("KAFKA_SESSION_TIMEOUT_S", "0", "KAFKA_SESSION_TIMEOUT_S"),
+    ],
+)
+def test_invalid_setting_names_itself(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"invalid setting {named}"):
+        load_settings()
+
+
+def test_missing_config_file_named_by_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAYMENTS_CONFIG", "/nonexistent/Config.toml")
+    with pytest.raises(ConfigError, match="PAYMENTS_CONFIG"):
+        load_settings()
+
+
+def test_webhook_secrets_may_be_rotated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_new, whsec_old")
+    assert load_settings().webhook_secrets() == ["whsec_new", "whsec_old"]
