@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     cancel_redirect_url: str = "http://localhost:3000/cancel"
     payment_currency: str = "usd"
 
+    reconcile_interval_s: float = Field(default=60.0, gt=0)
+    reconcile_after_s: float = Field(default=900.0, ge=0)
+    reconcile_batch: int = Field(default=100, ge=1, le=10_000)
+    reconcile_rate_per_s: float = Field(default=10.0, gt=0)
+
     port: int | None = Field(default=None, ge=1, le=65535)
     log_level: str = "INFO"
 

@@ -7,8 +7,9 @@ older state after a newer one (see shared/bus.py).
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
@@ -106,6 +107,9 @@ class PaymentStore:
         await self._payments.create_index(
             [("status", ASCENDING), ("updatedAt", ASCENDING)], name="status_updatedAt"
         )
+        await self._payments.create_index(
+            [("outbox.eventId", ASCENDING)], name="outbox_eventId", sparse=True
+        )
 
     async def reserve(self, ride_id: str, user_id: str, amount: int, currency: str) -> Payment:
         """The ride's record, created `pending` without a session if it did not exist."""
@@ -170,6 +174,9 @@ class PaymentStore:
             "source": change.source,
             "at": now,
         }
+        # The status event for the rest of the platform is written with the change itself, so
+        # a crash before it reaches Kafka cannot lose it (see shared/outbox.py).
+        outgoing = {"eventId": f"pst_{uuid.uuid4().hex}", "status": change.target.value, "at": now}
         allowed_from = [status.value for status in statuses_that_may_become(change.target)]
         document = await self._payments.find_one_and_update(
             {
@@ -177,7 +184,11 @@ class PaymentStore:
                 "status": {"$in": allowed_from},
                 "history.eventId": {"$ne": change.event_id},
             },
-            {"$set": assignments, "$inc": {"version": 1}, "$push": {"history": entry}},
+            {
+                "$set": assignments,
+                "$inc": {"version": 1},
+                "$push": {"history": entry, "outbox": outgoing},
+            },
             return_document=ReturnDocument.AFTER,
         )
         return Payment.from_document(document) if document else None
@@ -187,9 +198,67 @@ class PaymentStore:
             {**selector, "paymentIntentId": None}, {"$set": {"paymentIntentId": payment_intent_id}}
         )
 
+    async def with_outbox(self, limit: int, changed_before: datetime) -> list[Document]:
+        """Payments holding status events not yet acknowledged by Kafka, oldest change first."""
+        cursor = self._payments.find(
+            {"outbox.eventId": {"$exists": True}, "updatedAt": {"$lte": changed_before}},
+            limit=limit,
+            sort=[("updatedAt", ASCENDING)],
+        )
+        return [document async for document in cursor]
+
+    async def clear_outbox(self, ride_id: str, event_ids: list[str]) -> None:
+        await self._payments.update_one(
+            {"rideId": ride_id}, {"$pull": {"outbox": {"eventId": {"$in": event_ids}}}}
+        )
+
+    async def unsettled(self, changed_before: datetime, limit: int) -> list[Payment]:
+        """Payments still `pending` or `failed` whose last change is older than the cutoff."""
+        cursor = self._payments.find(
+            {
+                "status": {"$in": [PaymentStatus.PENDING.value, PaymentStatus.FAILED.value]},
+                "updatedAt": {"$lte": changed_before},
+                "stripeSessionId": {"$ne": None},
+            },
+            limit=limit,
+            sort=[("updatedAt", ASCENDING)],
+        )
+        return [Payment.from_document(document) async for document in cursor]
+
+    def lease(self, name: str, owner: str, ttl_s: float) -> Lease:
+        return Lease(self._payments.database["leases"], name, owner, ttl_s)
+
     async def find(self, selector: Document) -> Payment | None:
         document = await self._payments.find_one(selector)
         return Payment.from_document(document) if document else None
 
     async def find_document(self, ride_id: str) -> Document | None:
         return await self._payments.find_one({"rideId": ride_id})
+
+
+class Lease:
+    """A named lease in MongoDB: at most one owner holds it until it expires or is released."""
+
+    def __init__(self, leases: AsyncCollection[Document], name: str, owner: str, ttl_s: float):
+        self._leases = leases
+        self._name = name
+        self._owner = owner
+        self._ttl = timedelta(seconds=ttl_s)
+
+    async def acquire(self) -> bool:
+        now = utcnow()
+        try:
+            held = await self._leases.find_one_and_update(
+                {"_id": self._name, "$or": [{"until": {"$lte": now}}, {"owner": self._owner}]},
+                {"$set": {"owner": self._owner, "until": now + self._ttl}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            return False  # another owner holds it: the upsert found no free lease to take
+        return held is not None
+
+    async def release(self) -> None:
+        await self._leases.update_one(
+            {"_id": self._name, "owner": self._owner}, {"$set": {"until": utcnow()}}
+        )

@@ -72,18 +72,23 @@ class CheckoutSession:
     payment_status: str
     payment_intent_id: str | None
     expires_at: int | None
+    payment_intent_status: str | None = None
+    payment_failed: bool = False
 
     @classmethod
     def from_stripe(cls, session: Any) -> CheckoutSession:
         data = session.to_dict() if hasattr(session, "to_dict") else dict(session)
         intent = data.get("payment_intent")
+        expanded = intent if isinstance(intent, dict) else {}
         return cls(
             id=data["id"],
             url=data.get("url"),
             status=data.get("status") or "open",
             payment_status=data.get("payment_status") or "unpaid",
-            payment_intent_id=intent if isinstance(intent, str) else (intent or {}).get("id"),
+            payment_intent_id=intent if isinstance(intent, str) else expanded.get("id"),
             expires_at=data.get("expires_at"),
+            payment_intent_status=expanded.get("status"),
+            payment_failed=bool(expanded.get("last_payment_error")),
         )
 
 
@@ -110,7 +115,9 @@ class StripeGateway:
 
     async def retrieve_checkout_session(self, session_id: str) -> CheckoutSession:
         async with _classified("retrieve_checkout_session"):
-            session = await self._client.v1.checkout.sessions.retrieve_async(session_id)
+            session = await self._client.v1.checkout.sessions.retrieve_async(
+                session_id, params={"expand": ["payment_intent"]}
+            )
         return CheckoutSession.from_stripe(session)
 
     async def expire_checkout_session(self, session_id: str) -> CheckoutSession:

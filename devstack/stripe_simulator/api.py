@@ -220,6 +220,15 @@ async def _inject_faults(state: SimulatorState) -> None:
             replayable=False,
             headers=headers,
         )
+    if status < 500:
+        raise StripeApiError(
+            status,
+            "The request was refused (injected by the simulator).",
+            type_="invalid_request_error",
+            code="injected_refusal",
+            replayable=False,
+            headers=headers,
+        )
     raise StripeApiError(
         status,
         "An unknown error occurred (injected by the simulator).",

@@ -74,14 +74,17 @@ async def show_faults(request: web.Request) -> web.Response:
 
 
 async def set_faults(request: web.Request) -> web.Response:
-    """`{"status": 500|429|5xx, "count": N, "should_retry": bool?}` and/or `{"latency_ms": N}`."""
+    """`{"status": 4xx|5xx, "count": N, "should_retry": bool?}` and/or `{"latency_ms": N}`.
+
+    429 and 5xx are Stripe's transient answers; another 4xx is a permanent refusal.
+    """
     body = await _json_body(request)
     state = request.app[SIMULATOR].state
     faults = dataclasses.replace(state.faults)
     if "status" in body:
         status, count = body["status"], body.get("count", 1)
-        if status != 429 and not (isinstance(status, int) and 500 <= status <= 599):
-            return _error(400, "status must be 429 or a 5xx code")
+        if not isinstance(status, int) or not 400 <= status <= 599:
+            return _error(400, "status must be a 4xx or 5xx code")
         if not isinstance(count, int) or count < 0:
             return _error(400, "count must be a non-negative integer")
         faults.status, faults.remaining = status, count

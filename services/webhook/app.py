@@ -1,32 +1,37 @@
-"""Wires the webhook service: routes, adapters, and notifications published after the answer."""
+"""Wires the webhook service: routes, adapters and the background loops (outbox relay,
+reconciler)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import socket
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
 from services.webhook.events import MalformedEvent, StripeEvent, interpret
+from services.webhook.fanout import ChangeFanout
+from services.webhook.reconciler import Reconciler
 from services.webhook.signature import SignatureError, verify
 from services.webhook.status_changes import Result, apply_update
-from shared.announcements import announce_status
 from shared.bus import NotificationBus, connect_redis
-from shared.observability import health_routes
-from shared.retry import Backoff, is_transient
+from shared.observability import ReadinessCheck, health_routes
+from shared.outbox import OutboxRelay
+from shared.retry import is_transient
 from shared.settings import Settings
-from shared.store import Payment, PaymentStore, public_view
+from shared.store import PaymentStore, public_view
+from shared.stripe_gateway import StripeGateway
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9090
 WEBHOOK_PATH = "/payment-service/webhook"
 MAX_BODY_BYTES = 512 * 1024
-PUBLISH_ATTEMPTS = 6
 
 EVENTS = Counter("payments_webhook_events_total", "Stripe events received", ["type", "outcome"])
 SIGNATURE_FAILURES = Counter("payments_webhook_signature_failures_total", "Deliveries refused")
@@ -38,43 +43,95 @@ LATENCY = Histogram(
 
 STORE = web.AppKey("store", PaymentStore)
 BUS = web.AppKey("bus", NotificationBus)
+FANOUT = web.AppKey("fanout", ChangeFanout)
 SECRETS: web.AppKey[list[str]] = web.AppKey("secrets")
-PUBLISHING: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("publishing")
+BACKGROUND: web.AppKey[dict[str, Callable[[], bool]]] = web.AppKey("background")
 
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[SECRETS] = settings.webhook_secrets()
-    app[PUBLISHING] = set()
+    app[BACKGROUND] = {}
     app.cleanup_ctx.append(_adapters(settings))
-    app.on_shutdown.append(_finish_publishing)
     app.add_routes(
         [
             web.post(WEBHOOK_PATH, receive_event),
             web.get("/payment-service/payments/{rideId}", get_payment),
-            *health_routes(
-                {"mongodb": lambda: app[STORE].ping(), "redis": lambda: app[BUS].ping()}
-            ),
+            *health_routes(_readiness_checks(app)),
         ]
     )
     return app
 
 
-def _adapters(settings: Settings):  # type: ignore[no-untyped-def]
+def _readiness_checks(app: web.Application) -> dict[str, ReadinessCheck]:
+    async def background_loops() -> None:
+        stopped = [name for name, running in app[BACKGROUND].items() if not running()]
+        if stopped:
+            raise RuntimeError(f"not running: {', '.join(stopped)}")
+
+    return {
+        "mongodb": lambda: app[STORE].ping(),
+        "redis": lambda: app[BUS].ping(),
+        "background": background_loops,
+    }
+
+
+def _adapters(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
-        app[STORE] = PaymentStore.connect(
+        store = app[STORE] = PaymentStore.connect(
             settings.effective_mongodb_uri(), settings.mongodb_database, settings.mongodb_collection
         )
         app[BUS] = NotificationBus(connect_redis(settings.redis_url))
         try:
-            await app[STORE].ensure_indexes()
+            await store.ensure_indexes()
         except Exception as error:  # MongoDB may come up after us: readiness will say so
             logger.warning("could not create indexes at start", extra={"error": str(error)})
+        relay = OutboxRelay(store, settings.kafka_bootstrap_servers)
+        fanout = app[FANOUT] = ChangeFanout(app[BUS], relay)
+        gateway = _stripe_gateway(settings)
+        loops = [asyncio.create_task(relay.run(), name="outbox-relay")]
+        app[BACKGROUND]["outbox-relay"] = lambda: relay.running
+        if gateway is not None:
+            reconciler = _reconciler(settings, store, gateway, fanout)
+            loops.append(asyncio.create_task(reconciler.run(settings.reconcile_interval_s)))
+            app[BACKGROUND]["reconciler"] = lambda: reconciler.running
         yield
+        for loop in loops:
+            loop.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        await fanout.drain()
+        await relay.close()
+        if gateway is not None:
+            await gateway.close()
         await app[BUS].close()
-        await app[STORE].close()
+        await store.close()
 
     return context
+
+
+def _stripe_gateway(settings: Settings) -> StripeGateway | None:
+    if settings.stripe_secret_key is None:
+        logger.warning("STRIPE_SECRET_KEY is not set: reconciliation with Stripe is off")
+        return None
+    return StripeGateway(settings.stripe_secret_key.get_secret_value(), settings.stripe_api_base)
+
+
+def _reconciler(
+    settings: Settings, store: PaymentStore, gateway: StripeGateway, fanout: ChangeFanout
+) -> Reconciler:
+    return Reconciler(
+        store,
+        gateway,
+        store.lease(
+            "reconciler",
+            owner=f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
+            ttl_s=max(60.0, settings.reconcile_interval_s * 2),
+        ),
+        fanout.changed,
+        settle_after_s=settings.reconcile_after_s,
+        batch=settings.reconcile_batch,
+        rate_per_s=settings.reconcile_rate_per_s,
+    )
 
 
 async def receive_event(request: web.Request) -> web.Response:
@@ -127,36 +184,8 @@ async def _receive_event(request: web.Request) -> web.Response:
             extra={**log, "result": applied.result.value, "status": applied.payment.status.value},
         )
     if applied.result is Result.APPLIED and applied.payment is not None:
-        _publish_later(app, applied.payment)
+        app[FANOUT].changed(applied.payment)
     return web.json_response({"received": True, "result": applied.result.value})
-
-
-def _publish_later(app: web.Application, payment: Payment) -> None:
-    """Notify after answering Stripe: a Redis hiccup must not turn a stored change into a 5xx."""
-    task = asyncio.create_task(_publish_with_retries(app[BUS], payment))
-    app[PUBLISHING].add(task)
-    task.add_done_callback(app[PUBLISHING].discard)
-
-
-async def _publish_with_retries(bus: NotificationBus, payment: Payment) -> None:
-    backoff = Backoff(first_s=0.1, max_s=2.0)
-    for attempt in range(1, PUBLISH_ATTEMPTS + 1):
-        try:
-            await announce_status(bus, payment)
-            return
-        except Exception as error:
-            logger.warning(
-                "status notification failed",
-                extra={"rideId": payment.ride_id, "attempt": attempt, "error": str(error)},
-            )
-            await asyncio.sleep(backoff.delay(attempt))
-    logger.error("status notification given up", extra={"rideId": payment.ride_id})
-
-
-async def _finish_publishing(app: web.Application) -> None:
-    pending: set[asyncio.Task[None]] = app[PUBLISHING]
-    if pending:
-        await asyncio.wait(pending, timeout=10)
 
 
 async def get_payment(request: web.Request) -> web.Response:

@@ -66,6 +66,17 @@ async def _is_ready(system: System, process: servers.ChildProcess) -> bool:
     return await http_status(system.url(process, "/readyz")) == 200
 
 
+@pytest.fixture
+async def own_kafka(logs_dir: Path) -> AsyncIterator[RunningPart]:
+    """A broker of the test's own, so group offsets and topics start empty."""
+    port = servers.free_port()
+    part = servers.tansu(port, logs_dir)
+    part.start()
+    await servers.ensure_topics(f"127.0.0.1:{port}")
+    yield RunningPart(part, f"127.0.0.1:{port}")
+    part.stop()
+
+
 @pytest.fixture(scope="module")
 async def system(
     kafka: RunningPart,

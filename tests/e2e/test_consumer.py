@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import signal
+import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +26,6 @@ from tests.e2e.conftest import service_environment
 from tests.helpers import eventually, http_status
 
 Rides = list[tuple[str, str]]  # (rideId, userId)
-
-
-@pytest.fixture
-async def own_kafka(logs_dir: Path) -> AsyncIterator[RunningPart]:
-    """A broker of the test's own, so group offsets and topics start empty."""
-    port = servers.free_port()
-    part = servers.tansu(port, logs_dir)
-    part.start()
-    await servers.ensure_topics(f"127.0.0.1:{port}")
-    yield RunningPart(part, f"127.0.0.1:{port}")
-    part.stop()
 
 
 @pytest.fixture
@@ -322,3 +313,59 @@ async def _ready(url: str) -> bool:
 
 async def _not_ready(url: str) -> bool:
     return await http_status(url) == 503
+
+
+async def test_a_dead_letter_replayed_after_the_fix_is_processed(
+    start_consumer: Callable[..., servers.ChildProcess],
+    own_kafka: RunningPart,
+    stripe_simulator: RunningPart,
+    mongo: RunningPart,
+    unique: str,
+) -> None:
+    ride = f"replay-{unique}"
+    async with aiohttp.ClientSession() as http:  # Stripe refuses this one request for good
+        async with http.post(
+            f"{stripe_simulator.url}/_sim/faults", json={"status": 400, "count": 1}
+        ) as response:
+            assert response.status == 200
+    start_consumer()
+    await produce(own_kafka, ride_events([(ride, "u")]), keys=[b"u"])
+
+    async def dead_letters() -> list[dict[str, Any]]:
+        listed = await dlq_tool(own_kafka, "list")
+        return [letter for letter in listed if ride in letter["value"]]
+
+    [letter] = await eventually(dead_letters, timeout_s=60, what="the dead letter")
+    assert "stripe create_checkout_session" in letter["reason"] and "HTTP 400" in letter["reason"]
+    assert letter["key"] == "u" and letter["source"].startswith("payment-events[")
+
+    replayed = await dlq_tool(own_kafka, "replay", "--ref", letter["ref"])
+    assert replayed == [{"replayed": letter["ref"], "to": "payment-events"}]
+    store = PaymentStore.connect(mongo.url, f"c-{unique}", "payments")
+    try:
+        payment = await eventually(
+            lambda: _with_session(store, ride), timeout_s=60, what="the replayed ride's payment"
+        )
+        assert payment.status == "pending"
+    finally:
+        await store.close()
+
+
+async def _with_session(store: PaymentStore, ride: str) -> Any:
+    payment = await store.find({"rideId": ride})
+    return payment if payment and payment.stripe_session_id else None
+
+
+async def dlq_tool(kafka: RunningPart, *args: str) -> list[dict[str, Any]]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.consumer.dlq",
+        *args,
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return [json.loads(line) for line in out.decode().splitlines() if line.strip()]

@@ -27,8 +27,9 @@ from tests.helpers import eventually
 Client = TestClient[Any, Any]
 
 
-def settings_for(mongo_url: str, redis_url: str, database: str) -> Settings:
+def settings_for(kafka_url: str, mongo_url: str, redis_url: str, database: str) -> Settings:
     return Settings(
+        kafka_bootstrap_servers=kafka_url,
         mongodb_uri=mongo_url,
         mongodb_database=database,
         redis_url=redis_url,
@@ -38,9 +39,9 @@ def settings_for(mongo_url: str, redis_url: str, database: str) -> Settings:
 
 @pytest.fixture
 async def client(
-    mongo: RunningPart, redis_server: RunningPart, unique: str
+    kafka: RunningPart, mongo: RunningPart, redis_server: RunningPart, unique: str
 ) -> AsyncIterator[Client]:
-    app = create_app(settings_for(mongo.url, redis_server.url, f"test-{unique}"))
+    app = create_app(settings_for(kafka.url, mongo.url, redis_server.url, f"test-{unique}"))
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
 
@@ -334,13 +335,13 @@ def ride_of(event: dict[str, Any]) -> str:
 
 
 async def test_mongodb_down_gets_5xx_and_the_redelivery_succeeds(
-    redis_server: RunningPart, logs_dir: Path, tmp_path: Path, unique: str
+    kafka: RunningPart, redis_server: RunningPart, logs_dir: Path, tmp_path: Path, unique: str
 ) -> None:
     port = servers.free_port()
     database = servers.secantus(port, tmp_path / "mongo", logs_dir / f"wh-mongo-{unique}")
     database.start()
     url = servers.mongodb_uri(port) + "&serverSelectionTimeoutMS=1500"
-    app = create_app(settings_for(url, redis_server.url, "db"))
+    app = create_app(settings_for(kafka.url, url, redis_server.url, "db"))
     store = PaymentStore.connect(url, "db", "payments")
     try:
         async with TestClient(TestServer(app)) as test_client:

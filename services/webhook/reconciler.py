@@ -1,0 +1,160 @@
+"""Reconciliation: ask Stripe about payments that have been quiet too long.
+
+Webhooks get lost (an endpoint down longer than Stripe retries, a wrong secret). Every
+interval, the replica holding the lease takes payments still `pending` or `failed` whose last
+change is older than RECONCILE_AFTER_S, reads their Checkout Session, and applies what Stripe
+says through the same transition rules and notification path as a webhook. An open session
+past its `expires_at` is expired at Stripe first.
+
+It lives in the webhook service because it is the same job seen from the other side (Stripe
+tells us / we ask Stripe): it shares the status-change use case, the outbox and the
+notifications, and needs no Kafka consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from prometheus_client import Counter
+
+from services.webhook.events import PaymentUpdate
+from services.webhook.status_changes import Result, apply_update
+from shared.model import PaymentStatus
+from shared.store import Lease, Payment, PaymentStore, utcnow
+from shared.stripe_gateway import CheckoutSession, StripeGateway
+
+logger = logging.getLogger(__name__)
+
+CHECKED = Counter("payments_reconciler_checked_total", "Payments checked against Stripe")
+FIXED = Counter(
+    "payments_reconciler_fixed_total", "Statuses corrected by reconciliation", ["status"]
+)
+EXPIRED_AT_STRIPE = Counter("payments_reconciler_expired_total", "Overdue sessions expired")
+ERRORS = Counter("payments_reconciler_errors_total", "Payments that could not be reconciled")
+
+
+def stripe_says(session: CheckoutSession) -> PaymentStatus | None:
+    """The status a Checkout Session shows, or None when it is still undecided."""
+    if session.status == "complete" and session.payment_status in ("paid", "no_payment_required"):
+        return PaymentStatus.SUCCEEDED
+    if session.status == "expired":
+        return PaymentStatus.EXPIRED
+    if session.payment_intent_status == "canceled":
+        return PaymentStatus.CANCELED
+    if session.payment_failed and session.payment_intent_status == "requires_payment_method":
+        return PaymentStatus.FAILED
+    return None
+
+
+def is_overdue(session: CheckoutSession, now: float) -> bool:
+    return session.status == "open" and session.expires_at is not None and session.expires_at <= now
+
+
+@dataclass
+class RunReport:
+    ran: bool
+    checked: int = 0
+    fixed: list[str] = field(default_factory=list)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        store: PaymentStore,
+        gateway: StripeGateway,
+        lease: Lease,
+        on_change: Callable[[Payment], None],
+        *,
+        settle_after_s: float,
+        batch: int,
+        rate_per_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._gateway = gateway
+        self._lease = lease
+        self._on_change = on_change
+        self._settle_after = timedelta(seconds=settle_after_s)
+        self._batch = batch
+        self._pause_s = 1.0 / rate_per_s
+        self._clock = clock
+        self.running = False
+
+    async def run(self, interval_s: float) -> None:
+        """Reconcile every interval (with jitter, so replicas do not line up) until cancelled."""
+        self.running = True
+        try:
+            while True:
+                try:
+                    await self.run_once()
+                except Exception as error:
+                    logger.warning("reconciliation run failed", extra={"error": str(error)})
+                await asyncio.sleep(interval_s * random.uniform(0.8, 1.2))
+        finally:
+            self.running = False
+
+    async def run_once(self) -> RunReport:
+        if not await self._lease.acquire():
+            return RunReport(ran=False)
+        report = RunReport(ran=True)
+        try:
+            for payment in await self._store.unsettled(utcnow() - self._settle_after, self._batch):
+                report.checked += 1
+                if await self._reconcile_one(payment):
+                    report.fixed.append(payment.ride_id)
+                await asyncio.sleep(self._pause_s)
+        finally:
+            await self._lease.release()
+        if report.checked:
+            logger.info(
+                "reconciliation run", extra={"checked": report.checked, "fixed": len(report.fixed)}
+            )
+        return report
+
+    async def _reconcile_one(self, payment: Payment) -> bool:
+        CHECKED.inc()
+        assert payment.stripe_session_id is not None
+        try:
+            session = await self._gateway.retrieve_checkout_session(payment.stripe_session_id)
+            if is_overdue(session, self._clock()):
+                session = await self._gateway.expire_checkout_session(session.id)
+                EXPIRED_AT_STRIPE.inc()
+            target = stripe_says(session)
+            if target is None or target is payment.status:
+                return False
+            applied = await apply_update(
+                self._store, _update(payment, session, target), source="reconciler"
+            )
+        except Exception as error:
+            ERRORS.inc()
+            logger.warning(
+                "could not reconcile payment",
+                extra={"rideId": payment.ride_id, "error": str(error)},
+            )
+            return False
+        if applied.result is not Result.APPLIED or applied.payment is None:
+            return False
+        FIXED.labels(target.value).inc()
+        logger.info(
+            "payment reconciled",
+            extra={"rideId": payment.ride_id, "from": payment.status.value, "status": target.value},
+        )
+        self._on_change(applied.payment)
+        return True
+
+
+def _update(payment: Payment, session: CheckoutSession, target: PaymentStatus) -> PaymentUpdate:
+    return PaymentUpdate(
+        event_id=f"reconcile:{session.id}:{target.value}",
+        event_type="reconciliation",
+        target=target,
+        selectors=[{"rideId": payment.ride_id}],
+        payment_intent_id=session.payment_intent_id,
+        ride_id=payment.ride_id,
+    )

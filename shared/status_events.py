@@ -1,0 +1,54 @@
+"""`payment-status-events`: every status change, told to the rest of the platform.
+
+Key: the rideId. Value: JSON with the fields below. Delivery is at least once; consumers
+deduplicate on `eventId`, which stays the same however often one change is re-sent.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+STATUS_EVENTS_TOPIC = "payment-status-events"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    rideId: str
+    userId: str
+    status: str
+    amount: int
+    currency: str
+    stripeSessionId: str | None
+    occurredAt: str
+    eventId: str
+
+    @property
+    def key(self) -> bytes:
+        return self.rideId.encode()
+
+    def value(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+
+def status_events_of(payment: dict[str, Any]) -> list[StatusEvent]:
+    """The status events waiting in a payment document's outbox, oldest first."""
+    return [
+        StatusEvent(
+            rideId=payment["rideId"],
+            userId=payment["userId"],
+            status=entry["status"],
+            amount=payment["amount"],
+            currency=payment["currency"],
+            stripeSessionId=payment.get("stripeSessionId"),
+            occurredAt=_iso(entry["at"]),
+            eventId=entry["eventId"],
+        )
+        for entry in payment.get("outbox", [])
+    ]
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat()

@@ -1,0 +1,210 @@
+"""Reconciliation against the Stripe simulator, real MongoDB, Redis and Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer
+
+from devstack import servers
+from devstack.stripe_simulator import SimulatorConfig, create_app
+from services.webhook.fanout import ChangeFanout
+from services.webhook.reconciler import Reconciler
+from shared.bus import NotificationBus
+from shared.outbox import OutboxRelay
+from shared.status_events import STATUS_EVENTS_TOPIC
+from shared.store import PaymentStore
+from shared.stripe_gateway import CheckoutRequest, StripeGateway
+from tests.conftest import TEST_STRIPE_KEY, RunningPart
+from tests.helpers import eventually
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[str]:
+    """An in-process simulator whose own expiry sweep never runs, so overdue sessions stay open."""
+    app = create_app(SimulatorConfig(api_key=TEST_STRIPE_KEY, expiry_sweep_s=3600))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = servers.free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def gateway(simulator: str) -> AsyncIterator[StripeGateway]:
+    client = StripeGateway(TEST_STRIPE_KEY, simulator)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def relay(store: PaymentStore, kafka: RunningPart) -> AsyncIterator[OutboxRelay]:
+    outbox = OutboxRelay(store, kafka.url)
+    yield outbox
+    await outbox.close()
+
+
+@pytest.fixture
+def make_reconciler(
+    store: PaymentStore, gateway: StripeGateway, bus: NotificationBus, relay: OutboxRelay
+) -> Callable[..., Reconciler]:
+    def make(owner: str = "one", clock: Callable[[], float] = time.time) -> Reconciler:
+        return Reconciler(
+            store,
+            gateway,
+            store.lease("reconciler", owner, ttl_s=60),
+            ChangeFanout(bus, relay).changed,
+            settle_after_s=0,
+            batch=100,
+            rate_per_s=1000,
+            clock=clock,
+        )
+
+    return make
+
+
+async def open_payment(store: PaymentStore, gateway: StripeGateway, ride: str) -> str:
+    request = CheckoutRequest(ride, f"user-{ride}", 1500, "usd", "https://ok", "https://no")
+    session = await gateway.create_checkout_session(request)
+    await store.reserve(ride, request.user_id, request.amount, "usd")
+    assert session.url is not None
+    await store.attach_session(ride, session.id, session.url)
+    return session.id
+
+
+async def act_without_webhook(simulator: str, session_id: str, action: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        url = f"{simulator}/_sim/sessions/{session_id}/{action}"
+        async with http.post(url, json={"deliver": False}) as response:
+            assert response.status == 200, await response.text()
+
+
+async def test_a_payment_whose_webhook_was_lost_is_settled_and_the_user_told(
+    store: PaymentStore,
+    gateway: StripeGateway,
+    bus: NotificationBus,
+    simulator: str,
+    make_reconciler: Callable[..., Reconciler],
+    kafka: RunningPart,
+    unique: str,
+) -> None:
+    ride = f"lost-{unique}"
+    session_id = await open_payment(store, gateway, ride)
+    await act_without_webhook(simulator, session_id, "pay")
+
+    report = await make_reconciler().run_once()
+    assert report.ran and report.fixed == [ride]
+    document = await store.find_document(ride)
+    assert document is not None and document["status"] == "succeeded"
+    assert document["history"][-1]["source"] == "reconciler"
+    assert document["paymentIntentId"].startswith("pi_")
+
+    async def told() -> list[Any]:
+        return [
+            m
+            for m in await bus.history(f"user-{ride}")
+            if m.message
+            == {
+                "type": "payment_status_update",
+                "rideId": ride,
+                "status": "succeeded",
+                "stripeSessionId": session_id,
+            }
+        ]
+
+    await eventually(told, timeout_s=10, what="the rider's notification")
+    [event] = await status_events_for(kafka, ride, count=1)
+    assert event["status"] == "succeeded" and event["amount"] == 1500
+    assert set(event) == {
+        "rideId",
+        "userId",
+        "status",
+        "amount",
+        "currency",
+        "stripeSessionId",
+        "occurredAt",
+        "eventId",
+    }
+    assert (await make_reconciler().run_once()).fixed == [], "a settled payment is left alone"
+
+
+async def test_a_declined_card_without_webhook_becomes_failed(
+    store: PaymentStore,
+    gateway: StripeGateway,
+    simulator: str,
+    make_reconciler: Callable[..., Reconciler],
+    unique: str,
+) -> None:
+    ride = f"declined-{unique}"
+    session_id = await open_payment(store, gateway, ride)
+    await act_without_webhook(simulator, session_id, "decline")
+    assert (await make_reconciler().run_once()).fixed == [ride]
+    payment = await store.find({"rideId": ride})
+    assert payment is not None and payment.status == "failed"
+
+
+async def test_an_open_session_past_its_expiry_is_expired_at_stripe_and_here(
+    store: PaymentStore,
+    gateway: StripeGateway,
+    make_reconciler: Callable[..., Reconciler],
+    unique: str,
+) -> None:
+    ride = f"overdue-{unique}"
+    session_id = await open_payment(store, gateway, ride)
+    two_days_later = time.time() + 2 * 86400
+    assert (await make_reconciler(clock=lambda: two_days_later).run_once()).fixed == [ride]
+    assert (await gateway.retrieve_checkout_session(session_id)).status == "expired"
+    payment = await store.find({"rideId": ride})
+    assert payment is not None and payment.status == "expired"
+
+
+async def test_two_reconcilers_at_once_reconcile_each_payment_once(
+    store: PaymentStore,
+    gateway: StripeGateway,
+    simulator: str,
+    make_reconciler: Callable[..., Reconciler],
+    unique: str,
+) -> None:
+    rides = [f"pair-{unique}-{i}" for i in range(20)]
+    for ride in rides:
+        await act_without_webhook(simulator, await open_payment(store, gateway, ride), "pay")
+    first, second = make_reconciler("first"), make_reconciler("second")
+    reports = await asyncio.gather(first.run_once(), second.run_once())
+    assert sorted(report.ran for report in reports) == [False, True]
+    assert sorted(ride for report in reports for ride in report.fixed) == sorted(rides)
+    for ride in rides:
+        document = await store.find_document(ride)
+        assert document is not None
+        assert [h["source"] for h in document["history"]].count("reconciler") == 1
+
+
+async def status_events_for(kafka: RunningPart, ride: str, count: int) -> list[dict[str, Any]]:
+    consumer = AIOKafkaConsumer(
+        STATUS_EVENTS_TOPIC,
+        bootstrap_servers=kafka.url,
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(found) < count:
+                batch = await consumer.getmany(timeout_ms=500)
+                found += [
+                    json.loads(r.value)
+                    for rs in batch.values()
+                    for r in rs
+                    if r.key == ride.encode()
+                ]
+    finally:
+        await consumer.stop()
+    return found
