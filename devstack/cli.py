@@ -37,12 +37,13 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
         default=Path(".devstack"),
         help="data and logs folder (default: %(default)s)",
     )
-    for name in ("kafka", "mongodb", "redis", "stripe", "consumer", "webhook", "notifier"):
+    for name in Ports.__dataclass_fields__:
+        flag = name.replace("_", "-")
         parser.add_argument(
-            f"--{name}-port",
+            f"--{flag}-port",
             type=int,
             default=getattr(defaults, name),
-            help=f"{name} port (default: %(default)s)",
+            help=f"{flag} port (default: %(default)s)",
         )
     parser.add_argument(
         "--no-live", action="store_true", help="print the status table now and then"

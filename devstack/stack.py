@@ -32,6 +32,7 @@ class Ports:
     consumer: int = 6066
     webhook: int = 9090
     notifier: int = 9091
+    rider_page: int = 8080
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,7 @@ class Stack:
             "consumer": ports.consumer,
             "webhook": ports.webhook,
             "notifier": ports.notifier,
+            "rider page": ports.rider_page,
         }
         if self.options.uses_simulator:
             wanted["stripe simulator"] = ports.stripe
@@ -144,6 +146,19 @@ class Stack:
                 self.logs,
                 {**env, "PORT": str(ports.notifier)},
             ),
+            servers.python_module(
+                "rider-page",
+                "devstack.rider_page",
+                ports.rider_page,
+                self.logs,
+                env={},
+                args=[
+                    "--port",
+                    str(ports.rider_page),
+                    "--notifier",
+                    f"ws://127.0.0.1:{ports.notifier}/payment-ws",
+                ],
+            ),
         ]
         for service in self.services:
             await asyncio.to_thread(service.start, 60.0)
@@ -171,6 +186,7 @@ class Stack:
                 f"ws://127.0.0.1:{ports.notifier}/payment-ws",
                 f"http://127.0.0.1:{ports.notifier}/readyz",
             ),
+            ("rider-page", f"http://127.0.0.1:{ports.rider_page}/", None),
             ("kafka (tansu)", f"127.0.0.1:{ports.kafka}", None),
             ("mongodb (secantus)", servers.mongodb_uri(ports.mongodb), None),
             ("redis", f"redis://127.0.0.1:{ports.redis}/0", None),

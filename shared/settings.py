@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = "localhost:9092"
     kafka_session_timeout_s: float = Field(default=10.0, ge=1, le=300)
     consumer_concurrency: int = Field(default=32, ge=1, le=1024)
+    # Faust's working files; the consumer keeps no state there (no tables), so /tmp is fine.
+    faust_datadir: str = str(Path(tempfile.gettempdir()) / "payments-faust")
 
     mongodb_uri: str | None = None
     mongodb_host: str | None = None

@@ -107,6 +107,7 @@ def create_app(settings: Settings) -> tuple[faust.App, ConsumerRuntime]:
         consumer_auto_offset_reset="earliest",
         topic_disable_leader=True,
         web_enabled=False,
+        datadir=settings.faust_datadir,
         producer_acks=-1,
     )
     source = app.topic(SOURCE_TOPIC, key_serializer="raw", value_serializer="raw")

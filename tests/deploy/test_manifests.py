@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import itertools
 import json
 import re
 import shlex
@@ -48,7 +49,8 @@ SECRET_ENV = {
     "NOTIFIER_JWT_SECRET",
     "NOTIFIER_JWT_PUBLIC_KEY",
 }
-# Every env var the processes read (the contract's table plus the brief's extras).
+# Every env var the processes read: the contract's table, CONSUMER_CONCURRENCY, LOG_LEVEL, the
+# webhook's RECONCILE_* and FAUST_DATADIR (Faust's data directory, pointed at the writable /tmp).
 KNOWN_ENV = SECRET_ENV | {
     "KAFKA_BOOTSTRAP_SERVERS",
     "MONGODB_DATABASE",
@@ -62,6 +64,10 @@ KNOWN_ENV = SECRET_ENV | {
     "CONSUMER_CONCURRENCY",
     "LOG_LEVEL",
     "FAUST_DATADIR",
+    "RECONCILE_INTERVAL_S",
+    "RECONCILE_AFTER_S",
+    "RECONCILE_BATCH",
+    "RECONCILE_RATE_PER_S",
 }
 # What a real Stripe key or webhook secret looks like (placeholders are shorter or have "_").
 SECRET_LOOKING = re.compile(r"\b(sk|rk)_(live|test)_[A-Za-z0-9]{16,}|\bwhsec_[A-Za-z0-9]{16,}")
@@ -143,6 +149,18 @@ def container_port(container: dict[str, Any], port: int | str) -> int:
 
 def env_map(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in container.get("env", [])}
+
+
+def selects(selector: dict[str, Any], name: str) -> bool:
+    """Whether a NetworkPolicy podSelector selects the pods of component `name`."""
+    labels = {"app.kubernetes.io/name": "ride-payments", "app.kubernetes.io/component": name}
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
 
 
 @functools.cache
@@ -340,7 +358,7 @@ def test_each_process_gets_the_secrets_it_needs(overlay: str) -> None:
     deps = deployments(overlay)
     needs = {
         "consumer": {"STRIPE_SECRET_KEY", "MONGODB_URI", "REDIS_URL"},
-        "webhook": {"STRIPE_WEBHOOK_SECRET", "MONGODB_URI", "REDIS_URL"},
+        "webhook": {"STRIPE_WEBHOOK_SECRET", "STRIPE_SECRET_KEY", "MONGODB_URI", "REDIS_URL"},
         "notifier": {"MONGODB_URI", "REDIS_URL"},
     }
     for name, keys in needs.items():
@@ -351,9 +369,8 @@ def test_each_process_gets_the_secrets_it_needs(overlay: str) -> None:
     notifier_env = env_map(only_container(deps["notifier"]))
     for key in ("NOTIFIER_JWT_SECRET", "NOTIFIER_JWT_PUBLIC_KEY"):
         assert notifier_env[key]["valueFrom"]["secretKeyRef"]["optional"] is True
-    # Least privilege: only the consumer calls Stripe's API; only the webhook verifies events.
+    # Least privilege: the notifier calls no Stripe API; only the webhook verifies events.
     assert "STRIPE_SECRET_KEY" not in notifier_env
-    assert "STRIPE_SECRET_KEY" not in env_map(only_container(deps["webhook"]))
     assert "STRIPE_WEBHOOK_SECRET" not in env_map(only_container(deps["consumer"]))
 
 
@@ -468,14 +485,14 @@ def test_network_policies_open_only_what_must_talk(overlay: str) -> None:
         return {
             port["port"]
             for spec in policies.values()
-            if spec["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/component")
-            in (name, None)
+            if selects(spec["podSelector"], name)
             for rule in spec.get("egress", [])
             for port in rule.get("ports", [])
         }
 
     assert egress_ports("consumer") == {53, 9092, 27017, 6379, 443}
-    assert egress_ports("webhook") == egress_ports("notifier") == {53, 27017, 6379}
+    assert egress_ports("webhook") == {53, 9092, 27017, 6379, 443}
+    assert egress_ports("notifier") == {53, 27017, 6379}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -519,7 +536,8 @@ def test_dockerignore_keeps_dev_files_out() -> None:
 def test_lock_file_pins_exactly_the_runtime_closure() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     text = (ROOT / "requirements.lock").read_text()
-    assert "pip-compile" in text.split("\n\n")[0] or "pip-compile" in text[:1000]
+    header = "\n".join(itertools.takewhile(lambda ln: ln.startswith("#"), text.splitlines()))
+    assert "pip-compile" in header and "make lock" in header, "the header says how to regenerate"
     # one requirement per logical line, with its hashes
     logical = re.sub(r"\\\n", " ", text)
     pins: dict[str, str] = {}
@@ -527,6 +545,10 @@ def test_lock_file_pins_exactly_the_runtime_closure() -> None:
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
+        assert not line.startswith("-"), (
+            f"{line!r}: the lock must not carry pip options such as this machine's index or "
+            "find-links (pip-compile --no-emit-index-url --no-emit-find-links)"
+        )
         spec, *options = line.split(" --hash=")
         req = Requirement(spec.strip())
         (specifier,) = req.specifier
@@ -568,11 +590,11 @@ def test_compose_runs_the_three_processes_from_the_one_image() -> None:
         env = svc["environment"]
         assert env["REDIS_URL"].startswith("redis://redis:6379")
         assert "@mongodb:27017" in env["MONGODB_URI"]
-    consumer = services["consumer"]
-    assert consumer["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
-    assert consumer["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
-    assert "STRIPE_SECRET_KEY" in consumer["environment"]
-    assert "STRIPE_SECRET_KEY" not in services["webhook"]["environment"]
+    for name in ("consumer", "webhook"):  # Kafka and Stripe's API
+        svc = services[name]
+        assert svc["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+        assert svc["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+        assert "STRIPE_SECRET_KEY" in svc["environment"]
     assert "STRIPE_SECRET_KEY" not in services["notifier"]["environment"]
     assert services["consumer"]["ports"] == ["6066:6066"]
     assert services["webhook"]["ports"] == ["9090:9090"]

@@ -1,0 +1,1 @@
+"""The rider page: a small page that shows a rider's payment links and statuses live."""
