@@ -21,7 +21,11 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from shared.messages import Message
 
@@ -48,8 +52,18 @@ return id
 """
 
 
+_CHANNEL_PREFIX, _CHANNEL_SUFFIX = "payments:{", "}:live"
+_KEEPALIVE_CHANNEL = "payments:subscriber-keepalive"
+
+
 def user_channel(user_id: str) -> str:
-    return f"payments:{{{user_id}}}:live"
+    return f"{_CHANNEL_PREFIX}{user_id}{_CHANNEL_SUFFIX}"
+
+
+def _user_of(channel: str) -> str:
+    if not (channel.startswith(_CHANNEL_PREFIX) and channel.endswith(_CHANNEL_SUFFIX)):
+        raise ValueError(f"not a user channel: {channel}")
+    return channel[len(_CHANNEL_PREFIX) : -len(_CHANNEL_SUFFIX)]
 
 
 def _history_key(user_id: str) -> str:
@@ -61,7 +75,14 @@ def _ride_version_key(user_id: str, ride_id: str) -> str:
 
 
 def connect_redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    # Retries let a pooled connection that Redis dropped (a restart) reconnect on first use.
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=5,
+        socket_connect_timeout=5,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,18 +204,25 @@ class UserSubscriber:
 
     async def subscribe(self, user_id: str) -> None:
         self._users.add(user_id)
-        if self._pubsub is not None and self.connected.is_set():
-            await self._pubsub.subscribe(user_channel(user_id))
+        await self._send("subscribe", user_id)
 
     async def unsubscribe(self, user_id: str) -> None:
         self._users.discard(user_id)
-        if self._pubsub is not None and self.connected.is_set():
-            try:
-                await self._pubsub.unsubscribe(user_channel(user_id))
-            except RedisError as error:
-                logger.warning(
-                    "unsubscribe failed; dropped with the connection", extra={"error": str(error)}
-                )
+        await self._send("unsubscribe", user_id)
+
+    async def _send(self, command: str, user_id: str) -> None:
+        """Tell Redis now if connected. The user set is the truth: a change that fails here,
+        or happens while disconnected, is made by the next (re)connection."""
+        if self._pubsub is None or not self.connected.is_set():
+            return
+        try:
+            await getattr(self._pubsub, command)(user_channel(user_id))
+        except (RedisError, OSError) as error:
+            logger.warning(
+                "%s failed; the reconnection will redo it",
+                command,
+                extra={"userId": user_id, "error": str(error)},
+            )
 
     async def run(self) -> None:
         """Listen until cancelled, reconnecting with capped exponential backoff and jitter."""
@@ -204,7 +232,7 @@ class UserSubscriber:
                 await self._connect()
                 attempt = 0
                 await self._listen()
-            except (RedisError, OSError) as error:
+            except Exception as error:  # Redis gone, or a failed replay: start afresh
                 self.connected.clear()
                 await self._drop_connection()
                 attempt += 1
@@ -212,7 +240,10 @@ class UserSubscriber:
                 delay = min(self._max_backoff_s, 0.1 * 2**attempt) * random.uniform(0.5, 1.0)
                 logger.warning(
                     "redis subscriber lost its connection; reconnecting",
-                    extra={"error": str(error), "retryInS": round(delay, 2)},
+                    extra={
+                        "error": f"{type(error).__name__}: {error}",
+                        "retryInS": round(delay, 2),
+                    },
                 )
                 await asyncio.sleep(delay)
             except asyncio.CancelledError:
@@ -223,10 +254,12 @@ class UserSubscriber:
     async def _connect(self) -> None:
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         # A dedicated channel keeps the connection open even when no user is held.
-        await self._pubsub.subscribe("payments:subscriber-keepalive")
-        for user_id in list(self._users):
-            await self._pubsub.subscribe(user_channel(user_id))
+        await self._pubsub.subscribe(_KEEPALIVE_CHANNEL)
+        # Connected first: users who come or go while this loop awaits are sent directly.
         self.connected.set()
+        for user_id in list(self._users):
+            if user_id in self._users:
+                await self._pubsub.subscribe(user_channel(user_id))
         await self._on_resubscribed()
 
     async def _listen(self) -> None:
@@ -234,10 +267,17 @@ class UserSubscriber:
             raw = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if raw is None or raw.get("type") != "message":
                 continue
-            channel = raw["channel"].decode()
-            user_id = channel.split("{", 1)[1].rsplit("}", 1)[0]
-            envelope = json.loads(raw["data"])
-            await self._deliver(user_id, StoredMessage(envelope["id"], envelope["message"]))
+            try:
+                user_id = _user_of(raw["channel"].decode())
+                envelope = json.loads(raw["data"])
+                stored = StoredMessage(envelope["id"], envelope["message"])
+            except (ValueError, KeyError, TypeError) as error:
+                logger.error("unreadable bus message dropped", extra={"error": str(error)})
+                continue
+            try:
+                await self._deliver(user_id, stored)
+            except Exception:
+                logger.exception("delivering a bus message failed", extra={"userId": user_id})
 
     async def _drop_connection(self) -> None:
         if self._pubsub is not None:

@@ -115,13 +115,22 @@ def parse_ride_event(raw: bytes) -> RideEvent:
 
 def _identifier(document: dict[str, object], key: str) -> str:
     value = document.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidRideEvent(f"{key} must be a non-empty string")
-    if len(value) > MAX_ID_LENGTH:
-        raise InvalidRideEvent(f"{key} is longer than {MAX_ID_LENGTH} characters")
-    if any(ord(char) < 0x20 for char in value):
-        raise InvalidRideEvent(f"{key} contains control characters")
+    problem = identifier_problem(value, key)
+    if problem is not None:
+        raise InvalidRideEvent(problem)
+    assert isinstance(value, str)
     return value
+
+
+def identifier_problem(value: object, key: str) -> str | None:
+    """What is wrong with a rideId or userId, or None: a non-empty string of sane length."""
+    if not isinstance(value, str) or not value.strip():
+        return f"{key} must be a non-empty string"
+    if len(value) > MAX_ID_LENGTH:
+        return f"{key} is longer than {MAX_ID_LENGTH} characters"
+    if any(ord(char) < 0x20 for char in value):
+        return f"{key} contains control characters"
+    return None
 
 
 def parse_fare(value: object) -> Decimal:

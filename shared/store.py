@@ -69,8 +69,8 @@ def utcnow() -> datetime:
 
 
 def public_view(document: Document) -> Document:
-    """The record as the HTTP API shows it: JSON-friendly, without Mongo's `_id`."""
-    view = {key: value for key, value in document.items() if key != "_id"}
+    """The record as the HTTP API shows it: JSON-friendly, without internals (`_id`, outbox)."""
+    view = {key: value for key, value in document.items() if key not in ("_id", "outbox")}
     for key, value in view.items():
         if isinstance(value, datetime):
             view[key] = value.isoformat()

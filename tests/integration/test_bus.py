@@ -2,18 +2,32 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
+from typing import Any
 
 import redis.asyncio as redis
+from redis.exceptions import RedisError
 
+from devstack import servers
 from shared import messages
-from shared.bus import NotificationBus, StoredMessage, is_after, still_relevant, user_channel
+from shared.bus import (
+    NotificationBus,
+    StoredMessage,
+    UserSubscriber,
+    connect_redis,
+    is_after,
+    still_relevant,
+    user_channel,
+)
+from tests.conftest import RunningPart
+from tests.helpers import eventually
 
 
 async def test_publish_stores_history_and_publishes_with_the_same_id(
-    bus: NotificationBus, redis_server: object, unique: str
+    bus: NotificationBus, redis_server: RunningPart, unique: str
 ) -> None:
     user = f"user-{unique}"
-    client = redis.Redis.from_url(redis_server.url)  # type: ignore[attr-defined]
+    client = redis.Redis.from_url(redis_server.url)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(user_channel(user))
     message_id = await bus.publish(user, messages.payment_url("r1", "https://pay/r1"), version=2)
@@ -82,3 +96,56 @@ def test_still_relevant_keeps_open_links_and_latest_statuses() -> None:
         stored(5, messages.payment_status_update("retry", "failed", "cs3")),
     ]
     assert [s.id for s in still_relevant(history)] == ["2-0", "3-0", "4-0", "5-0"]
+
+
+async def test_subscriber_makes_changes_missed_while_redis_was_away(
+    logs_dir: Path, unique: str
+) -> None:
+    port = servers.free_port()
+    server = servers.redis(port, None, logs_dir / f"bus-{unique}")
+    server.start()
+    client = connect_redis(f"redis://127.0.0.1:{port}/0")
+    delivered: list[tuple[str, StoredMessage]] = []
+
+    async def deliver(user_id: str, stored: StoredMessage) -> None:
+        delivered.append((user_id, stored))
+
+    async def nothing_to_replay() -> None:
+        pass
+
+    subscriber = UserSubscriber(client, deliver, nothing_to_replay, max_backoff_s=0.5)
+    listening = asyncio.create_task(subscriber.run())
+    try:
+        await subscriber.subscribe("stays")
+        await subscriber.subscribe("leaves")
+        await asyncio.wait_for(subscriber.connected.wait(), 10)
+        server.stop()
+        await subscriber.subscribe("arrives")
+        await subscriber.unsubscribe("leaves")
+        server.start()
+
+        async def channels_follow_users() -> bool:
+            try:
+                counts = dict(
+                    await client.pubsub_numsub(*map(user_channel, ["stays", "leaves", "arrives"]))
+                )
+            except RedisError:
+                return False
+            return list(counts.values()) == [1, 0, 1]
+
+        await eventually(channels_follow_users, timeout_s=20, what="the subscriptions to follow")
+        await client.publish(user_channel("stays"), b"not json")  # dropped, not fatal
+        await NotificationBus(client).publish(
+            "arrives", messages.payment_url("r1", "https://p"), version=2
+        )
+        await eventually(lambda: _async(delivered), timeout_s=10, what="a delivery")
+        assert [user for user, _ in delivered] == ["arrives"]
+    finally:
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
+        await client.aclose()
+        server.stop()
+
+
+async def _async(value: list[Any]) -> list[Any]:
+    return value

@@ -1,0 +1,289 @@
+"""One client socket: registration, replay from history, and live messages.
+
+A socket starts unregistered. It registers once, through `userId` in the URL or a `register`
+message; the server then sends `registration_success` and, from history, what the client has
+not seen. Every message to the client goes through one bounded queue and one writer task, so
+a client that cannot keep up is closed (it resumes with `lastId`) instead of being buffered
+without end. Each socket remembers the last message id it was sent and never sends an id that
+is not after it: replayed and live messages can overlap, but no message arrives twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiohttp import WSCloseCode, WSMsgType, web
+from redis.exceptions import RedisError
+
+from services.notifier import metrics
+from services.notifier.auth import TokenVerifier
+from services.notifier.hub import Hub
+from shared import messages
+from shared.bus import MESSAGE_ID_PATTERN, NotificationBus, StoredMessage, is_after, still_relevant
+from shared.messages import Message
+from shared.model import identifier_problem
+
+logger = logging.getLogger(__name__)
+
+ALREADY_REGISTERED_TEXT = "User already registered"
+CLOSE_TIMEOUT_S = 5.0
+FLUSH_TIMEOUT_S = 2.0
+HISTORY_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class SocketPolicy:
+    # A full replay (shared.bus.HISTORY_LENGTH messages) must fit with room to spare.
+    send_queue_size: int = 512
+    registration_timeout_s: float = 30.0
+
+
+class Connection:
+    def __init__(
+        self,
+        socket: web.WebSocketResponse,
+        bus: NotificationBus,
+        hub: Hub,
+        verifier: TokenVerifier | None,
+        policy: SocketPolicy,
+    ) -> None:
+        self._socket = socket
+        self._bus = bus
+        self._hub = hub
+        self._verifier = verifier
+        self._policy = policy
+        self.user_id: str | None = None
+        self._via_url = False
+        self._url_token: str | None = None
+        self._url_last_id: str | None = None
+        self._last_sent_id: str | None = None
+        # Live messages that arrive while history is being replayed wait here.
+        self._held: list[StoredMessage] | None = None
+        self._replay_lock = asyncio.Lock()
+        self._outbox: asyncio.Queue[Message] = asyncio.Queue(policy.send_queue_size)
+        self._writer: asyncio.Task[None] | None = None
+        self._registration_deadline = 0.0
+        self._closing: asyncio.Task[None] | None = None
+
+    @property
+    def closing(self) -> bool:
+        return self._closing is not None
+
+    @property
+    def replaying(self) -> bool:
+        """True while history is being replayed (live messages wait until it is sent)."""
+        return self._held is not None
+
+    async def serve(self, query: Mapping[str, str]) -> None:
+        """Speak the protocol until the socket closes."""
+        self._writer = asyncio.create_task(self._write_loop(), name="ws-writer")
+        self._registration_deadline = time.monotonic() + self._policy.registration_timeout_s
+        self._url_token = query.get("token")
+        self._url_last_id = query.get("lastId")
+        try:
+            if "userId" in query:
+                await self._register(query["userId"], self._url_token, self._url_last_id, True)
+            await self._read_loop()
+        finally:
+            if self.user_id is not None:
+                await self._hub.remove(self.user_id, self)
+            if self._closing is None:
+                await self._stop_writer()
+            else:
+                await self._closing
+
+    def push(self, stored: StoredMessage) -> None:
+        """A live message for this socket's user; queued, never awaited."""
+        if self.closing:
+            return
+        if self._held is None:
+            self._send_stored(stored)
+        elif len(self._held) < self._policy.send_queue_size:
+            self._held.append(stored)
+        else:
+            self._too_slow()
+
+    async def catch_up(self) -> bool:
+        """Send what this socket has not seen from the user's history, then the held messages.
+
+        With nothing sent yet, that is what is still relevant (open payment links, latest
+        statuses); otherwise everything after the last id sent. False when history could not
+        be read.
+        """
+        assert self.user_id is not None
+        async with self._replay_lock:
+            if self._held is None:
+                self._held = []
+            try:
+                return await self._replay(self.user_id)
+            finally:
+                held, self._held = self._held, None
+                for stored in held:
+                    self._send_stored(stored)
+
+    def close_soon(self, code: int, reason: str, *, flush: bool = False) -> asyncio.Task[None]:
+        """Close the socket once (later calls get the first close); `flush` sends queued
+        messages first, within a short time."""
+        if self._closing is None:
+            self._closing = asyncio.create_task(self._close(code, reason, flush), name="ws-close")
+        return self._closing
+
+    async def close(self, code: int, reason: str, *, flush: bool = False) -> None:
+        await self.close_soon(code, reason, flush=flush)
+
+    async def _read_loop(self) -> None:
+        while not self.closing:
+            try:
+                frame = await self._socket.receive(timeout=self._registration_time_left())
+            except TimeoutError:
+                self._send(messages.error("no registration received in time"))
+                await self.close(WSCloseCode.POLICY_VIOLATION, "registration timeout", flush=True)
+                return
+            if frame.type is WSMsgType.TEXT:
+                await self._on_text(frame.data)
+            elif frame.type is WSMsgType.BINARY:
+                self._send(messages.error("messages must be JSON text"))
+            else:  # the socket is closing, closed or broken
+                return
+
+    def _registration_time_left(self) -> float | None:
+        if self.user_id is not None:
+            return None
+        # aiohttp treats a zero timeout as none at all.
+        return max(0.001, self._registration_deadline - time.monotonic())
+
+    async def _on_text(self, text: str) -> None:
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            self._send(messages.error("message is not valid JSON"))
+            return
+        if not isinstance(payload, dict):
+            self._send(messages.error("message must be a JSON object"))
+            return
+        kind = payload.get("type")
+        if kind != "register":
+            problem = "message has no type" if kind is None else f"unknown type {kind!r:.60}"
+            self._send(messages.error(problem))
+        elif self.user_id is not None:
+            note = messages.ALREADY_REGISTERED_TEXT if self._via_url else ALREADY_REGISTERED_TEXT
+            self._send(messages.info(note))
+        else:
+            # The URL may carry the token and lastId while the message names the user.
+            token = payload.get("token", self._url_token)
+            last_id = payload.get("lastId", self._url_last_id)
+            await self._register(payload.get("userId"), token, last_id, False)
+
+    async def _register(
+        self, user_id: object, token: object, last_id: object, via_url: bool
+    ) -> None:
+        problem = identifier_problem(user_id, "userId") or last_id_problem(last_id)
+        if problem is not None:
+            self._send(messages.error(problem))
+            return
+        assert isinstance(user_id, str)
+        refusal = self._verifier.refusal(token, user_id) if self._verifier else None
+        if refusal is not None:
+            logger.warning("registration refused", extra={"userId": user_id, "reason": refusal})
+            self._send(messages.error(f"authentication failed: {refusal}"))
+            await self.close(WSCloseCode.POLICY_VIOLATION, "authentication failed", flush=True)
+            return
+        self.user_id = user_id
+        self._via_url = via_url
+        self._last_sent_id = last_id if isinstance(last_id, str) else None
+        self._held = []  # hold live messages from the moment the hub knows this socket
+        self._send(messages.registration_success(user_id))
+        await self._hub.add(user_id, self)
+        logger.info("registered", extra={"userId": user_id, "lastId": self._last_sent_id})
+        await self.catch_up()
+
+    async def _replay(self, user_id: str) -> bool:
+        try:
+            history = await self._history(user_id)
+        except (RedisError, OSError) as error:
+            logger.warning(
+                "could not read history to replay", extra={"userId": user_id, "error": str(error)}
+            )
+            return False
+        missed = history if self._last_sent_id is not None else still_relevant(history)
+        for stored in missed:
+            if self._send_stored(stored):
+                metrics.REPLAYED.inc()
+        return True
+
+    async def _history(self, user_id: str) -> list[StoredMessage]:
+        # Connections pooled before a Redis restart fail once each, so retry briefly.
+        for attempt in range(1, HISTORY_ATTEMPTS):
+            try:
+                return await self._bus.history(user_id, after_id=self._last_sent_id)
+            except (RedisError, OSError):
+                await asyncio.sleep(0.05 * 2**attempt)
+        return await self._bus.history(user_id, after_id=self._last_sent_id)
+
+    def _send_stored(self, stored: StoredMessage) -> bool:
+        if not is_after(stored.id, self._last_sent_id):
+            return False
+        self._last_sent_id = stored.id
+        return self._send(stored.for_client())
+
+    def _send(self, message: Message) -> bool:
+        if self.closing:
+            metrics.DROPPED.labels("closing").inc()
+            return False
+        try:
+            self._outbox.put_nowait(message)
+        except asyncio.QueueFull:
+            metrics.DROPPED.labels("slow_client").inc()
+            self._too_slow()
+            return False
+        return True
+
+    def _too_slow(self) -> None:
+        logger.warning("closing a socket that cannot keep up", extra={"userId": self.user_id})
+        metrics.SLOW_CLIENTS.inc()
+        self.close_soon(WSCloseCode.TRY_AGAIN_LATER, "too slow to keep up")
+
+    async def _write_loop(self) -> None:
+        while True:
+            message = await self._outbox.get()
+            try:
+                await self._socket.send_str(json.dumps(message, separators=(",", ":")))
+            except ConnectionError:
+                return  # the client went away; the read loop sees the socket close
+            finally:
+                self._outbox.task_done()
+            metrics.DELIVERED.labels(message["type"]).inc()
+
+    async def _close(self, code: int, reason: str, flush: bool) -> None:
+        if flush:
+            try:
+                await asyncio.wait_for(self._outbox.join(), FLUSH_TIMEOUT_S)
+            except TimeoutError:
+                pass
+        await self._stop_writer()
+        if self._outbox.qsize():
+            metrics.DROPPED.labels("closing").inc(self._outbox.qsize())
+        try:
+            await asyncio.wait_for(
+                self._socket.close(code=code, message=reason.encode()), CLOSE_TIMEOUT_S
+            )
+        except TimeoutError:
+            pass  # aiohttp has closed the transport; the client sees the connection drop
+
+    async def _stop_writer(self) -> None:
+        assert self._writer is not None
+        self._writer.cancel()
+        (outcome,) = await asyncio.gather(self._writer, return_exceptions=True)
+        if isinstance(outcome, Exception):
+            logger.error("socket writer failed", exc_info=outcome, extra={"userId": self.user_id})
+
+
+def last_id_problem(value: object) -> str | None:
+    if value is None or (isinstance(value, str) and MESSAGE_ID_PATTERN.fullmatch(value)):
+        return None
+    return "lastId must be a message id such as 1718000000000-0"
