@@ -164,7 +164,7 @@ class Stack:
             await asyncio.to_thread(service.start, 60.0)
 
     def stop(self) -> None:
-        for process in reversed(self.services + self.parts):
+        for process in reversed(self.parts + self.services):  # services first, then the parts
             process.stop()
 
     def endpoints(self) -> list[tuple[str, str, str | None]]:
