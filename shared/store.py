@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
+from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from shared.model import PaymentStatus, statuses_that_may_become
+from shared.status_events import StatusEvent, status_events_of
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class Payment:
     payment_intent_id: str | None
     created_at: datetime
     updated_at: datetime
+    outbox: tuple[StatusEvent, ...] = ()
 
     @classmethod
     def from_document(cls, document: Document) -> Payment:
@@ -51,6 +53,7 @@ class Payment:
             payment_intent_id=document.get("paymentIntentId"),
             created_at=document["createdAt"],
             updated_at=document["updatedAt"],
+            outbox=tuple(status_events_of(document)),
         )
 
 
@@ -65,7 +68,9 @@ class StatusChange:
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """Now, at the millisecond precision MongoDB stores, so values read back compare equal."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def public_view(document: Document) -> Document:
@@ -141,20 +146,35 @@ class PaymentStore:
         assert document is not None
         return Payment.from_document(document)
 
-    async def attach_session(self, ride_id: str, session_id: str, url: str) -> Payment:
-        """Record the Checkout Session once; a later call returns the record as it is."""
-        document = await self._payments.find_one_and_update(
-            {"rideId": ride_id, "stripeSessionId": None},
-            {
-                "$set": {"stripeSessionId": session_id, "paymentUrl": url, "updatedAt": utcnow()},
-                "$inc": {"version": 1},
-            },
-            return_document=ReturnDocument.AFTER,
+    async def attach_session(self, reserved: Payment, session_id: str, url: str) -> Payment:
+        """Record the Checkout Session once; a later call returns the record as it is.
+
+        The usual case is conditional on the version just read, so the new record is known
+        without reading it back (one cheap write: this runs once per ride event).
+        """
+        now = utcnow()
+        attach = {
+            "$set": {"stripeSessionId": session_id, "paymentUrl": url, "updatedAt": now},
+            "$inc": {"version": 1},
+        }
+        unattached = {"rideId": reserved.ride_id, "stripeSessionId": None}
+        result = await self._payments.update_one(
+            {**unattached, "version": reserved.version}, attach
         )
+        if result.modified_count == 1:
+            return replace(
+                reserved,
+                stripe_session_id=session_id,
+                payment_url=url,
+                version=reserved.version + 1,
+                updated_at=now,
+            )
+        # The record changed since it was read: attach if still unattached, else read it.
+        document = await self._payments.find_one_and_update(
+            unattached, attach, return_document=ReturnDocument.AFTER
+        ) or await self._payments.find_one({"rideId": reserved.ride_id})
         if document is None:
-            document = await self._payments.find_one({"rideId": ride_id})
-        if document is None:
-            raise LookupError(f"no payment for ride {ride_id}")
+            raise LookupError(f"no payment for ride {reserved.ride_id}")
         return Payment.from_document(document)
 
     async def apply(self, selector: Document, change: StatusChange) -> Payment | None:
@@ -198,18 +218,23 @@ class PaymentStore:
             {**selector, "paymentIntentId": None}, {"$set": {"paymentIntentId": payment_intent_id}}
         )
 
-    async def with_outbox(self, limit: int, changed_before: datetime) -> list[Document]:
+    async def with_outbox(self, limit: int, changed_before: datetime) -> list[Payment]:
         """Payments holding status events not yet acknowledged by Kafka, oldest change first."""
         cursor = self._payments.find(
             {"outbox.eventId": {"$exists": True}, "updatedAt": {"$lte": changed_before}},
             limit=limit,
             sort=[("updatedAt", ASCENDING)],
         )
-        return [document async for document in cursor]
+        return [Payment.from_document(document) async for document in cursor]
 
-    async def clear_outbox(self, ride_id: str, event_ids: list[str]) -> None:
-        await self._payments.update_one(
-            {"rideId": ride_id}, {"$pull": {"outbox": {"eventId": {"$in": event_ids}}}}
+    async def clear_outboxes(self, sent: dict[str, list[str]]) -> None:
+        """Remove status events Kafka has acknowledged: ride id -> event ids, in one request."""
+        await self._payments.bulk_write(
+            [
+                UpdateOne({"rideId": ride_id}, {"$pull": {"outbox": {"eventId": {"$in": ids}}}})
+                for ride_id, ids in sent.items()
+            ],
+            ordered=False,
         )
 
     async def unsettled(self, changed_before: datetime, limit: int) -> list[Payment]:

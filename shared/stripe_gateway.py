@@ -94,7 +94,9 @@ class CheckoutSession:
 
 class StripeGateway:
     def __init__(self, secret_key: str, api_base: str, *, max_network_retries: int = 0) -> None:
-        self._http = stripe.HTTPXClient(timeout=20)
+        # The SDK's aiohttp client: about a quarter of the CPU per call of its HTTPX client
+        # (see docs/benchmarks.md), and aiohttp is already ours.
+        self._http = stripe.AIOHTTPClient(timeout=20)
         self._client = stripe.StripeClient(
             secret_key,
             base_addresses={"api": api_base},

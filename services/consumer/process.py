@@ -81,7 +81,7 @@ class PaymentCreator:
             "checkout session created",
             extra={"rideId": payment.ride_id, "stripeSessionId": session.id},
         )
-        return await self._store.attach_session(payment.ride_id, session.id, session.url)
+        return await self._store.attach_session(payment, session.id, session.url)
 
 
 def _warn_if_conflicting(event: RideEvent, amount: int, payment: Payment) -> None:

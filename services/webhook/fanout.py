@@ -31,7 +31,7 @@ class ChangeFanout:
         task = asyncio.create_task(self._notify(payment))
         self._notifying.add(task)
         task.add_done_callback(self._notifying.discard)
-        self._relay.publish_soon(payment.ride_id)
+        self._relay.publish_soon(payment)
 
     async def drain(self, timeout_s: float = 10.0) -> None:
         if self._notifying:

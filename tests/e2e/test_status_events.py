@@ -59,8 +59,8 @@ async def test_webhook_killed_before_publishing_still_publishes_each_event_once(
     store = PaymentStore.connect(mongo.url, database, "payments")
     rides = [f"ride-{unique}-{i}" for i in range(10)]
     for ride in rides:
-        await store.reserve(ride, "u", 700, "usd")
-        await store.attach_session(ride, f"cs_{ride}", "https://pay")
+        reserved = await store.reserve(ride, "u", 700, "usd")
+        await store.attach_session(reserved, f"cs_{ride}", "https://pay")
     env = service_environment(own_kafka, mongo, redis_server, stripe_simulator, database)
     port = servers.free_port()
 

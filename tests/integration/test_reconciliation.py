@@ -74,9 +74,9 @@ def make_reconciler(
 async def open_payment(store: PaymentStore, gateway: StripeGateway, ride: str) -> str:
     request = CheckoutRequest(ride, f"user-{ride}", 1500, "usd", "https://ok", "https://no")
     session = await gateway.create_checkout_session(request)
-    await store.reserve(ride, request.user_id, request.amount, "usd")
+    reserved = await store.reserve(ride, request.user_id, request.amount, "usd")
     assert session.url is not None
-    await store.attach_session(ride, session.id, session.url)
+    await store.attach_session(reserved, session.id, session.url)
     return session.id
 
 

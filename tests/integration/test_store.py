@@ -26,20 +26,32 @@ async def test_unique_index_on_ride_id(store: PaymentStore) -> None:
 
 
 async def test_session_is_attached_once(store: PaymentStore) -> None:
-    await store.reserve("ride-1", "user-1", 100, "usd")
-    first = await store.attach_session("ride-1", "cs_1", "https://pay/1")
-    second = await store.attach_session("ride-1", "cs_2", "https://pay/2")
+    reserved = await store.reserve("ride-1", "user-1", 100, "usd")
+    first = await store.attach_session(reserved, "cs_1", "https://pay/1")
+    second = await store.attach_session(reserved, "cs_2", "https://pay/2")
     assert (first.stripe_session_id, first.payment_url, first.version) == (
         "cs_1",
         "https://pay/1",
         2,
     )
     assert second == first
+    assert await store.find({"rideId": "ride-1"}) == first
+
+
+async def test_a_session_is_attached_after_a_change_made_meanwhile(store: PaymentStore) -> None:
+    reserved = await store.reserve("ride-1", "user-1", 100, "usd")
+    await store.apply({"rideId": "ride-1"}, StatusChange(PaymentStatus.FAILED, "evt_1", "test"))
+    attached = await store.attach_session(reserved, "cs_1", "https://pay/1")
+    assert (attached.stripe_session_id, attached.status, attached.version) == (
+        "cs_1",
+        PaymentStatus.FAILED,
+        3,
+    )
 
 
 async def test_transitions_follow_the_rules_and_apply_each_event_once(store: PaymentStore) -> None:
-    await store.reserve("ride-1", "user-1", 100, "usd")
-    await store.attach_session("ride-1", "cs_1", "https://pay/1")
+    reserved = await store.reserve("ride-1", "user-1", 100, "usd")
+    await store.attach_session(reserved, "cs_1", "https://pay/1")
     by_session = {"stripeSessionId": "cs_1"}
 
     failed = await store.apply(by_session, StatusChange(PaymentStatus.FAILED, "evt_1", "test"))

@@ -102,9 +102,9 @@ def stripe_event(kind: str, resource: dict[str, Any]) -> dict[str, Any]:
 
 
 async def seed(store: PaymentStore, ride: str) -> str:
-    await store.reserve(ride, f"user-{ride}", 2550, "usd")
+    reserved = await store.reserve(ride, f"user-{ride}", 2550, "usd")
     session_id = f"cs_{ride}"
-    await store.attach_session(ride, session_id, f"https://pay/{session_id}")
+    await store.attach_session(reserved, session_id, f"https://pay/{session_id}")
     return session_id
 
 
