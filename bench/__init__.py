@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that start the parts, drive a service and print numbers."""
