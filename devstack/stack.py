@@ -241,14 +241,17 @@ async def run(options: StackOptions, *, live: bool = True) -> None:
     try:
         print(f"devstack: starting in {options.folder} ...", flush=True)
         await stack.start()
+        redraw = live and sys.stdout.isatty()
+        shown = ""
         while not stopping.is_set():
             table = await asyncio.to_thread(status_table, stack)
-            if live and sys.stdout.isatty():
+            if redraw:
                 print("\033[2J\033[H" + table, flush=True)
-            else:
+            elif table != shown:  # a log, not a screen: print only what changed
                 print(table + "\n", flush=True)
+            shown = table
             try:
-                await asyncio.wait_for(stopping.wait(), 2 if live and sys.stdout.isatty() else 30)
+                await asyncio.wait_for(stopping.wait(), 2)
             except TimeoutError:
                 pass
     finally:
