@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 T = TypeVar("T")
 
@@ -46,3 +47,26 @@ async def http_status(url: str) -> int:
             return response.status
     except aiohttp.ClientError:
         return 0
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    enough: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
+    *,
+    timeout_s: float = 60.0,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of `topic` from the start, read until `enough(records)` says so."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not enough(records):
+                batch = await consumer.getmany(timeout_ms=500)
+                records += [record for part in batch.values() for record in part]
+    finally:
+        await consumer.stop()
+    return records

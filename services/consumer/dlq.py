@@ -12,44 +12,34 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from services.consumer.records import DEAD_LETTER_TOPIC, SOURCE_TOPIC, Headers
+from services.consumer.records import DEAD_LETTER_TOPIC, SOURCE_TOPIC, IncomingRecord
 from shared.settings import ConfigError, load_settings
 
 # tansu answers end-offset queries wrongly, so "the end" is where the topic goes quiet.
 IDLE_END_S = 2.0
 
 
-@dataclass(frozen=True, slots=True)
-class StoredDeadLetter:
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
-
-    @property
-    def ref(self) -> str:
-        return f"{self.partition}:{self.offset}"
-
-    def header(self, name: str) -> str:
-        return next((v.decode(errors="replace") for k, v in self.headers if k == name), "")
-
-    def summary(self) -> dict[str, object]:
-        return {
-            "ref": self.ref,
-            "reason": self.header("dlq.reason"),
-            "source": f"{self.header('dlq.source.topic')}[{self.header('dlq.source.partition')}]"
-            f"@{self.header('dlq.source.offset')}",
-            "key": self.key.decode(errors="replace") if self.key is not None else None,
-            "value": (self.value or b"")[:300].decode(errors="replace"),
-        }
+def ref(letter: IncomingRecord) -> str:
+    """How `list` names a dead letter and `replay --ref` picks it: partition:offset."""
+    return f"{letter.partition}:{letter.offset}"
 
 
-async def read_dead_letters(bootstrap: str) -> list[StoredDeadLetter]:
+def summary(letter: IncomingRecord) -> dict[str, object]:
+    source = letter.header("dlq.source.topic")
+    return {
+        "ref": ref(letter),
+        "reason": letter.header("dlq.reason"),
+        "source": f"{source}[{letter.header('dlq.source.partition')}]"
+        f"@{letter.header('dlq.source.offset')}",
+        "key": letter.key.decode(errors="replace") if letter.key is not None else None,
+        "value": (letter.value or b"")[:300].decode(errors="replace"),
+    }
+
+
+async def read_dead_letters(bootstrap: str) -> list[IncomingRecord]:
     consumer = AIOKafkaConsumer(
         DEAD_LETTER_TOPIC,
         bootstrap_servers=bootstrap,
@@ -58,12 +48,12 @@ async def read_dead_letters(bootstrap: str) -> list[StoredDeadLetter]:
         enable_auto_commit=False,
     )
     await consumer.start()
-    letters: list[StoredDeadLetter] = []
+    letters: list[IncomingRecord] = []
     try:
         while batch := await consumer.getmany(timeout_ms=int(IDLE_END_S * 1000)):
             for records in batch.values():
                 letters += [
-                    StoredDeadLetter(r.partition, r.offset, r.key, r.value, list(r.headers))
+                    IncomingRecord(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers))
                     for r in records
                 ]
     finally:
@@ -71,13 +61,13 @@ async def read_dead_letters(bootstrap: str) -> list[StoredDeadLetter]:
     return sorted(letters, key=lambda letter: (letter.partition, letter.offset))
 
 
-async def replay(bootstrap: str, letters: Sequence[StoredDeadLetter]) -> None:
+async def replay(bootstrap: str, letters: Sequence[IncomingRecord]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
         for letter in letters:
             headers = [(k, v) for k, v in letter.headers if not k.startswith("dlq.")]
-            headers.append(("dlq.replayed-from", f"{DEAD_LETTER_TOPIC}:{letter.ref}".encode()))
+            headers.append(("dlq.replayed-from", f"{DEAD_LETTER_TOPIC}:{ref(letter)}".encode()))
             await producer.send_and_wait(
                 SOURCE_TOPIC, letter.value, key=letter.key, headers=headers
             )
@@ -85,13 +75,13 @@ async def replay(bootstrap: str, letters: Sequence[StoredDeadLetter]) -> None:
         await producer.stop()
 
 
-def choose(letters: list[StoredDeadLetter], args: argparse.Namespace) -> list[StoredDeadLetter]:
+def choose(letters: list[IncomingRecord], args: argparse.Namespace) -> list[IncomingRecord]:
     chosen = [
         letter
         for letter in letters
-        if (args.all or letter.ref in args.ref) and args.reason in letter.header("dlq.reason")
+        if (args.all or ref(letter) in args.ref) and args.reason in letter.header("dlq.reason")
     ]
-    missing = set(args.ref) - {letter.ref for letter in letters}
+    missing = set(args.ref) - {ref(letter) for letter in letters}
     if missing:
         raise SystemExit(f"dlq: no dead letter at {', '.join(sorted(missing))}")
     return chosen
@@ -101,14 +91,14 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
     letters = await read_dead_letters(bootstrap)
     if args.command == "list":
         for letter in letters:
-            print(json.dumps(letter.summary()))
+            print(json.dumps(summary(letter)))
         return
     chosen = choose(letters, args)
     if not chosen:
         raise SystemExit("dlq: nothing chosen; name records with --ref P:O or use --all")
     await replay(bootstrap, chosen)
     for letter in chosen:
-        print(json.dumps({"replayed": letter.ref, "to": SOURCE_TOPIC}))
+        print(json.dumps({"replayed": ref(letter), "to": SOURCE_TOPIC}))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -23,6 +23,10 @@ class IncomingRecord:
     def position(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
+    def header(self, name: str) -> str:
+        """The first header of that name, as text ("" when absent)."""
+        return next((v.decode(errors="replace") for k, v in self.headers if k == name), "")
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:

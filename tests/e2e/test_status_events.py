@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import time
@@ -10,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer
 
 from devstack import servers
 from services.webhook.signature import sign
@@ -18,7 +16,7 @@ from shared.status_events import STATUS_EVENTS_TOPIC
 from shared.store import PaymentStore
 from tests.conftest import TEST_WEBHOOK_SECRET, RunningPart
 from tests.e2e.conftest import service_environment
-from tests.helpers import eventually, http_status
+from tests.helpers import eventually, http_status, read_topic
 
 
 def completed(ride: str) -> bytes:
@@ -109,19 +107,9 @@ async def _ready(port: int) -> bool:
 
 async def read_status_events(kafka: RunningPart, expected: int) -> list[dict[str, Any]]:
     """Read as a deduplicating consumer would: until `expected` distinct eventIds arrived."""
-    consumer = AIOKafkaConsumer(
-        STATUS_EVENTS_TOPIC,
-        bootstrap_servers=kafka.url,
-        group_id=None,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    events: list[dict[str, Any]] = []
-    try:
-        async with asyncio.timeout(60):
-            while len({event["eventId"] for event in events}) < expected:
-                batch = await consumer.getmany(timeout_ms=500)
-                events += [json.loads(r.value) for rs in batch.values() for r in rs]
-    finally:
-        await consumer.stop()
-    return events
+
+    def distinct(records: list[Any]) -> bool:
+        return len({json.loads(record.value)["eventId"] for record in records}) >= expected
+
+    records = await read_topic(kafka.url, STATUS_EVENTS_TOPIC, distinct)
+    return [json.loads(record.value) for record in records]

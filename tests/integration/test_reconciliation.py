@@ -11,7 +11,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer
 
 from devstack import servers
 from devstack.stripe_simulator import SimulatorConfig, create_app
@@ -23,7 +22,7 @@ from shared.status_events import STATUS_EVENTS_TOPIC
 from shared.store import PaymentStore
 from shared.stripe_gateway import CheckoutRequest, StripeGateway
 from tests.conftest import TEST_STRIPE_KEY, RunningPart
-from tests.helpers import eventually
+from tests.helpers import eventually, read_topic
 
 
 @pytest.fixture
@@ -187,24 +186,8 @@ async def test_two_reconcilers_at_once_reconcile_each_payment_once(
 
 
 async def status_events_for(kafka: RunningPart, ride: str, count: int) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(
-        STATUS_EVENTS_TOPIC,
-        bootstrap_servers=kafka.url,
-        group_id=None,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    found: list[dict[str, Any]] = []
-    try:
-        async with asyncio.timeout(30):
-            while len(found) < count:
-                batch = await consumer.getmany(timeout_ms=500)
-                found += [
-                    json.loads(r.value)
-                    for rs in batch.values()
-                    for r in rs
-                    if r.key == ride.encode()
-                ]
-    finally:
-        await consumer.stop()
-    return found
+    def mine(records: list[Any]) -> list[Any]:
+        return [record for record in records if record.key == ride.encode()]
+
+    records = await read_topic(kafka.url, STATUS_EVENTS_TOPIC, lambda rs: len(mine(rs)) >= count)
+    return [json.loads(record.value) for record in mine(records)]
