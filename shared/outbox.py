@@ -127,7 +127,7 @@ class OutboxRelay:
             await producer.send_and_wait(STATUS_EVENTS_TOPIC, event.value(), key=event.key)
             PUBLISHED.inc()
             self._sent.setdefault(ride_id, []).append(event.eventId)
-        logger.info(
+        logger.debug(
             "status events published",
             extra={"rideId": ride_id, "eventIds": [event.eventId for event in events]},
         )

@@ -77,7 +77,7 @@ class PaymentCreator:
         )
         if not session.url:
             raise RuntimeError(f"Stripe returned session {session.id} without a url")
-        logger.info(
+        logger.debug(
             "checkout session created",
             extra={"rideId": payment.ride_id, "stripeSessionId": session.id},
         )
