@@ -2,8 +2,9 @@
 
 A socket starts unregistered. It registers once, through `userId` in the URL or a `register`
 message; the server then sends `registration_success` and, from history, what the client has
-not seen. Every message to the client goes through one bounded queue and one writer task, so
-a client that cannot keep up is closed (it resumes with `lastId`) instead of being buffered
+not seen. Every message to the client goes through one bounded list of pending messages and
+a writer task that exists only while something is pending (an idle socket keeps neither), so a
+client that cannot keep up is closed (it resumes with `lastId`) instead of being buffered
 without end. Each socket remembers the last message id it was sent and never sends an id that
 is not after it: replayed and live messages can overlap, but no message arrives twice.
 """
@@ -65,7 +66,9 @@ class Connection:
         # Live messages that arrive while history is being replayed wait here.
         self._held: list[StoredMessage] | None = None
         self._replay_lock = asyncio.Lock()
-        self._outbox: asyncio.Queue[Message] = asyncio.Queue(policy.send_queue_size)
+        # Messages waiting to be written, and the task writing them; both exist only while
+        # there is something to send, so an idle socket costs no queue and no task.
+        self._pending: list[Message] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._registration_deadline = 0.0
         self._closing: asyncio.Task[None] | None = None
@@ -81,7 +84,6 @@ class Connection:
 
     async def serve(self, query: Mapping[str, str]) -> None:
         """Speak the protocol until the socket closes."""
-        self._writer = asyncio.create_task(self._write_loop(), name="ws-writer")
         self._registration_deadline = time.monotonic() + self._policy.registration_timeout_s
         self._url_token = query.get("token")
         self._url_last_id = query.get("lastId")
@@ -235,9 +237,12 @@ class Connection:
         if self.closing:
             metrics.DROPPED.labels("closing").inc()
             return False
-        try:
-            self._outbox.put_nowait(message)
-        except asyncio.QueueFull:
+        if self._pending is None:
+            self._pending = [message]
+            self._writer = asyncio.create_task(self._write_pending(), name="ws-writer")
+        elif len(self._pending) < self._policy.send_queue_size:
+            self._pending.append(message)
+        else:
             metrics.DROPPED.labels("slow_client").inc()
             self._too_slow()
             return False
@@ -248,26 +253,28 @@ class Connection:
         metrics.SLOW_CLIENTS.inc()
         self.close_soon(WSCloseCode.TRY_AGAIN_LATER, "too slow to keep up")
 
-    async def _write_loop(self) -> None:
-        while True:
-            message = await self._outbox.get()
-            try:
+    async def _write_pending(self) -> None:
+        """Write until nothing is pending, then go away (the next message starts a new one)."""
+        try:
+            while self._pending:
+                message = self._pending.pop(0)
                 await self._socket.send_str(json.dumps(message, separators=(",", ":")))
-            except ConnectionError:
-                return  # the client went away; the read loop sees the socket close
-            finally:
-                self._outbox.task_done()
-            metrics.DELIVERED.labels(message["type"]).inc()
+                metrics.DELIVERED.labels(message["type"]).inc()
+        except ConnectionError:
+            pass  # the client went away; the read loop sees the socket close
+        finally:
+            self._pending = None
 
     async def _close(self, code: int, reason: str, flush: bool) -> None:
-        if flush:
+        if flush and self._writer is not None and not self._writer.done():
             try:
-                await asyncio.wait_for(self._outbox.join(), FLUSH_TIMEOUT_S)
+                await asyncio.wait_for(asyncio.shield(self._writer), FLUSH_TIMEOUT_S)
             except TimeoutError:
                 pass
+        unsent = len(self._pending or ())
         await self._stop_writer()
-        if self._outbox.qsize():
-            metrics.DROPPED.labels("closing").inc(self._outbox.qsize())
+        if unsent:
+            metrics.DROPPED.labels("closing").inc(unsent)
         try:
             await asyncio.wait_for(
                 self._socket.close(code=code, message=reason.encode()), CLOSE_TIMEOUT_S
@@ -276,7 +283,8 @@ class Connection:
             pass  # aiohttp has closed the transport; the client sees the connection drop
 
     async def _stop_writer(self) -> None:
-        assert self._writer is not None
+        if self._writer is None:
+            return
         self._writer.cancel()
         (outcome,) = await asyncio.gather(self._writer, return_exceptions=True)
         if isinstance(outcome, Exception):
