@@ -28,6 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from shared.messages import Message
+from shared.model import FINAL_STATUSES
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ def still_relevant(messages: list[StoredMessage]) -> list[StoredMessage]:
             latest_url[ride_id] = stored
         else:
             latest_status[ride_id] = stored
-    final = {"succeeded", "canceled", "expired"}
+    final = {status.value for status in FINAL_STATUSES}
     chosen = list(latest_status.values())
     chosen += [
         url

@@ -48,19 +48,21 @@ async def until_done(
     backoff: Backoff = Backoff(),
     on_retry: Callable[[BaseException], None] | None = None,
     log_extra: Mapping[str, object] | None = None,
+    attempts: int | None = None,
 ) -> T:
     """Run `operation` until it succeeds; transient errors are retried, others propagate.
 
-    There is no attempt limit on purpose: an outage delays the work and never drops it.
+    By default there is no attempt limit, on purpose: an outage delays the work and never
+    drops it. With `attempts`, the last transient error propagates after that many tries.
     """
     attempt = 0
     while True:
         try:
             return await operation()
         except Exception as error:
-            if not is_transient(error):
-                raise
             attempt += 1
+            if not is_transient(error) or attempt == attempts:
+                raise
             delay = backoff.delay(attempt)
             if on_retry is not None:
                 on_retry(error)

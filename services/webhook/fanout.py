@@ -13,7 +13,7 @@ import logging
 from shared.announcements import announce_status
 from shared.bus import NotificationBus
 from shared.outbox import OutboxRelay
-from shared.retry import Backoff
+from shared.retry import Backoff, until_done
 from shared.store import Payment
 
 logger = logging.getLogger(__name__)
@@ -38,15 +38,16 @@ class ChangeFanout:
             await asyncio.wait(self._notifying, timeout=timeout_s)
 
     async def _notify(self, payment: Payment) -> None:
-        backoff = Backoff(first_s=0.1, max_s=2.0)
-        for attempt in range(1, NOTIFY_ATTEMPTS + 1):
-            try:
-                await announce_status(self._bus, payment)
-                return
-            except Exception as error:
-                logger.warning(
-                    "status notification failed",
-                    extra={"rideId": payment.ride_id, "attempt": attempt, "error": str(error)},
-                )
-                await asyncio.sleep(backoff.delay(attempt))
-        logger.error("status notification given up", extra={"rideId": payment.ride_id})
+        try:
+            await until_done(
+                lambda: announce_status(self._bus, payment),
+                what="status notification",
+                backoff=Backoff(first_s=0.1, max_s=2.0),
+                log_extra={"rideId": payment.ride_id},
+                attempts=NOTIFY_ATTEMPTS,
+            )
+        except Exception as error:
+            logger.error(
+                "status notification given up",
+                extra={"rideId": payment.ride_id, "error": str(error)},
+            )

@@ -117,6 +117,14 @@ async def assert_one_session_and_record_each(
     assert await store._payments.count_documents({"rideId": {"$regex": f"^{prefix}"}}) == len(rides)
 
 
+async def stripe_fault(stripe: RunningPart, *, status: int, count: int) -> None:
+    """The simulator answers the next `count` API calls with `status`."""
+    async with aiohttp.ClientSession() as http:
+        faults = {"status": status, "count": count}
+        async with http.post(f"{stripe.url}/_sim/faults", json=faults) as response:
+            assert response.status == 200, await response.text()
+
+
 def make_rides(prefix: str, count: int, users: int) -> Rides:
     return [(f"{prefix}{i:05d}", f"{prefix}user-{i % users}") for i in range(count)]
 
@@ -261,22 +269,10 @@ async def test_stripe_failing_for_a_while_delays_but_loses_nothing(
 ) -> None:
     prefix = f"stripe-{unique}-"
     rides = make_rides(prefix, 200, users=20)
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"{stripe_simulator.url}/_sim/faults", json={"status": 500, "count": 150}
-        ) as response,
-    ):
-        assert response.status == 200
+    await stripe_fault(stripe_simulator, status=500, count=150)
     start_consumer()
     await produce(own_kafka, ride_events(rides[:100]))
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"{stripe_simulator.url}/_sim/faults", json={"status": 429, "count": 150}
-        ) as response,
-    ):
-        assert response.status == 200
+    await stripe_fault(stripe_simulator, status=429, count=150)
     await produce(own_kafka, ride_events(rides[100:]))
     await assert_one_session_and_record_each(store, stripe_simulator, rides, prefix, 180)
 
@@ -297,11 +293,7 @@ async def test_a_dead_letter_replayed_after_the_fix_is_processed(
     unique: str,
 ) -> None:
     ride = f"replay-{unique}"
-    async with aiohttp.ClientSession() as http:  # Stripe refuses this one request for good
-        async with http.post(
-            f"{stripe_simulator.url}/_sim/faults", json={"status": 400, "count": 1}
-        ) as response:
-            assert response.status == 200
+    await stripe_fault(stripe_simulator, status=400, count=1)  # refused for good, once
     start_consumer()
     await produce(own_kafka, ride_events([(ride, "u")]), keys=[b"u"])
 
