@@ -18,6 +18,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shared.event_loop import EventLoopKind
+
 CONFIG_PATH_VARIABLE = "PAYMENTS_CONFIG"
 DEFAULT_CONFIG_FILE = "Config.toml"
 
@@ -70,9 +72,11 @@ class Settings(BaseSettings):
     reconcile_after_s: float = Field(default=900.0, ge=0)
     reconcile_batch: int = Field(default=100, ge=1, le=10_000)
     reconcile_rate_per_s: float = Field(default=10.0, gt=0)
+    processed_events_retention_days: float = Field(default=30.0, gt=0)
 
     port: int | None = Field(default=None, ge=1, le=65535)
     log_level: str = "INFO"
+    event_loop: EventLoopKind = "uvloop"
 
     notifier_jwt_secret: SecretStr | None = None
     notifier_jwt_public_key: SecretStr | None = None

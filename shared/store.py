@@ -251,7 +251,11 @@ class PaymentStore:
         return [Payment.from_document(document) async for document in cursor]
 
     def lease(self, name: str, owner: str, ttl_s: float) -> Lease:
-        return Lease(self._payments.database["leases"], name, owner, ttl_s)
+        return Lease(self.sibling("leases"), name, owner, ttl_s)
+
+    def sibling(self, name: str) -> AsyncCollection[Document]:
+        """Another collection in the payments' database, sharing this store's client."""
+        return self._payments.database[name]
 
     async def find(self, selector: Document) -> Payment | None:
         document = await self._payments.find_one(selector)

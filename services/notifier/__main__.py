@@ -8,6 +8,7 @@ import sys
 from aiohttp import web
 
 from services.notifier.app import DEFAULT_PORT, create_app
+from shared.event_loop import install_event_loop
 from shared.observability import configure_logging
 from shared.settings import ConfigError, load_settings
 
@@ -18,6 +19,7 @@ def main() -> None:
     try:
         settings = load_settings()
         configure_logging("notifier", settings.log_level)
+        install_event_loop(settings.event_loop)
         app = create_app(settings)
     except ConfigError as error:
         sys.exit(f"notifier: {error}")

@@ -10,6 +10,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 
 from aiohttp import web
 from prometheus_client import Counter, Histogram
@@ -18,10 +19,11 @@ from services.webhook.events import MalformedEvent, StripeEvent, interpret
 from services.webhook.fanout import ChangeFanout
 from services.webhook.reconciler import Reconciler
 from services.webhook.signature import SignatureError, verify
-from services.webhook.status_changes import Result, apply_update
+from services.webhook.status_changes import Result, apply_event
 from shared.bus import NotificationBus, connect_redis
 from shared.observability import ReadinessCheck, health_routes
 from shared.outbox import OutboxRelay
+from shared.processed_events import ProcessedEvents
 from shared.retry import is_transient
 from shared.settings import Settings
 from shared.store import PaymentStore, public_view
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_PORT = 9090
 WEBHOOK_PATH = "/payment-service/webhook"
 MAX_BODY_BYTES = 512 * 1024
+PROCESSED_EVENTS_COLLECTION = "processed_events"
 
 EVENTS = Counter("payments_webhook_events_total", "Stripe events received", ["type", "outcome"])
 SIGNATURE_FAILURES = Counter("payments_webhook_signature_failures_total", "Deliveries refused")
@@ -42,6 +45,7 @@ LATENCY = Histogram(
 )
 
 STORE = web.AppKey("store", PaymentStore)
+PROCESSED = web.AppKey("processed", ProcessedEvents)
 BUS = web.AppKey("bus", NotificationBus)
 FANOUT = web.AppKey("fanout", ChangeFanout)
 SECRETS: web.AppKey[list[str]] = web.AppKey("secrets")
@@ -81,9 +85,14 @@ def _adapters(settings: Settings) -> Callable[[web.Application], AsyncIterator[N
         store = app[STORE] = PaymentStore.connect(
             settings.effective_mongodb_uri(), settings.mongodb_database, settings.mongodb_collection
         )
+        processed = app[PROCESSED] = ProcessedEvents(
+            store.sibling(PROCESSED_EVENTS_COLLECTION),
+            timedelta(days=settings.processed_events_retention_days),
+        )
         app[BUS] = NotificationBus(connect_redis(settings.redis_url))
         try:
             await store.ensure_indexes()
+            await processed.ensure_indexes()
         except Exception as error:  # MongoDB may come up after us: readiness will say so
             logger.warning("could not create indexes at start", extra={"error": str(error)})
         relay = OutboxRelay(store, settings.kafka_bootstrap_servers)
@@ -164,7 +173,9 @@ async def _receive_event(request: web.Request) -> web.Response:
         return web.json_response({"received": True, "result": "ignored"})
     log = {"rideId": update.ride_id, "eventId": event.id, "eventType": event.type}
     try:
-        applied = await apply_update(app[STORE], update, source=f"webhook:{event.type}")
+        applied = await apply_event(
+            app[STORE], app[PROCESSED], update, source=f"webhook:{event.type}"
+        )
     except Exception as error:
         if not is_transient(error):
             raise
@@ -176,8 +187,9 @@ async def _receive_event(request: web.Request) -> web.Response:
     EVENTS.labels(event.type, applied.result.value).inc()
     if applied.result is Result.UNKNOWN_PAYMENT:
         logger.warning("event for an unknown payment", extra=log)
+    elif applied.payment is None:
+        logger.info("webhook event already handled", extra={**log, "result": applied.result.value})
     else:
-        assert applied.payment is not None
         log["rideId"] = applied.payment.ride_id
         logger.info(
             "webhook event handled",

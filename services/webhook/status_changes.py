@@ -6,12 +6,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from services.webhook.events import PaymentUpdate
+from shared.processed_events import ProcessedEvents
 from shared.store import Payment, PaymentStore, StatusChange
 
 
 class Result(StrEnum):
     APPLIED = "applied"
-    UNCHANGED = "unchanged"  # a repeat, or a transition the rules refuse
+    DUPLICATE = "duplicate"  # this event id was handled before
+    UNCHANGED = "unchanged"  # a transition the rules refuse, or a repeat not yet recorded
     UNKNOWN_PAYMENT = "unknown_payment"
 
 
@@ -19,6 +21,21 @@ class Result(StrEnum):
 class Applied:
     result: Result
     payment: Payment | None
+
+
+async def apply_event(
+    store: PaymentStore, processed: ProcessedEvents, update: PaymentUpdate, *, source: str
+) -> Applied:
+    """A Stripe event, applied once: a repeat of a handled event id changes nothing."""
+    if await processed.contains(update.event_id):
+        return Applied(Result.DUPLICATE, None)
+    applied = await apply_update(store, update, source=source)
+    if applied.payment is not None:
+        # Unknown rides are not recorded: a redelivery may find the payment stored by then.
+        await processed.add(
+            update.event_id, update.event_type, applied.payment.ride_id, applied.result.value
+        )
+    return applied
 
 
 async def apply_update(store: PaymentStore, update: PaymentUpdate, *, source: str) -> Applied:

@@ -140,7 +140,7 @@ async def test_every_event_type_moves_the_status_and_notifies(
     session_id = await seed(webhook_store, ride)
     event = make(ride, session_id)
     assert await deliver(client, event) == (200, {"received": True, "result": "applied"})
-    assert await deliver(client, event) == (200, {"received": True, "result": "unchanged"})
+    assert await deliver(client, event) == (200, {"received": True, "result": "duplicate"})
     payment = await webhook_store.find({"rideId": ride})
     assert payment is not None and payment.status == status
     assert payment.payment_intent_id == f"pi_{ride}"
@@ -169,9 +169,48 @@ async def test_unpaid_completion_and_other_types_change_nothing(
     assert payment is not None and payment.status == "pending"
 
 
-async def test_unknown_ride_is_acknowledged(client: Client, unique: str) -> None:
+async def test_unknown_ride_is_acknowledged(
+    client: Client, webhook_store: PaymentStore, unique: str
+) -> None:
     event = session_event("checkout.session.completed", f"ghost-{unique}", f"cs_ghost_{unique}")
     assert await deliver(client, event) == (200, {"received": True, "result": "unknown_payment"})
+    # Not recorded as processed: a redelivery once the payment exists is applied.
+    assert await webhook_store.sibling("processed_events").find_one({"_id": event["id"]}) is None
+
+
+async def test_handled_events_are_recorded_with_a_ttl(
+    client: Client, webhook_store: PaymentStore, unique: str
+) -> None:
+    ride = f"ride-{unique}"
+    session_id = await seed(webhook_store, ride)
+    event = session_event("checkout.session.completed", ride, session_id)
+    assert (await deliver(client, event))[1]["result"] == "applied"
+    records = webhook_store.sibling("processed_events")
+    record = await records.find_one({"_id": event["id"]})
+    assert record is not None
+    assert (record["type"], record["rideId"], record["result"]) == (
+        "checkout.session.completed",
+        ride,
+        "applied",
+    )
+    ttl = (await records.index_information())["processedAt_ttl"]
+    assert ttl["key"] == [("processedAt", 1)]
+    assert ttl["expireAfterSeconds"] == 30 * 24 * 3600
+
+
+async def test_a_repeat_whose_record_was_lost_is_still_applied_once(
+    client: Client, webhook_store: PaymentStore, unique: str
+) -> None:
+    """A crash after the change and before its record: the payment's history still knows."""
+    ride = f"ride-{unique}"
+    session_id = await seed(webhook_store, ride)
+    failed = session_event("checkout.session.async_payment_failed", ride, session_id)
+    assert (await deliver(client, failed))[1]["result"] == "applied"
+    await webhook_store.sibling("processed_events").delete_one({"_id": failed["id"]})
+    assert (await deliver(client, failed))[1]["result"] == "unchanged"
+    document = await webhook_store.find_document(ride)
+    assert document is not None
+    assert [entry["eventId"] for entry in document["history"]] == [None, failed["id"]]
 
 
 @pytest.mark.parametrize(
