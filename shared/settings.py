@@ -18,7 +18,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from shared.event_loop import EventLoopKind
+from shared.runtime import EventLoopKind
 
 CONFIG_PATH_VARIABLE = "PAYMENTS_CONFIG"
 DEFAULT_CONFIG_FILE = "Config.toml"

@@ -7,8 +7,8 @@ import sys
 import faust
 
 from services.consumer.app import create_app
-from shared.event_loop import install_event_loop
 from shared.observability import configure_logging
+from shared.runtime import prepare_process
 from shared.settings import ConfigError, load_settings
 
 
@@ -19,7 +19,7 @@ def main() -> None:
     except ConfigError as error:
         sys.exit(f"consumer: {error}")
     configure_logging("consumer", settings.log_level)
-    install_event_loop(settings.event_loop)
+    prepare_process(settings.event_loop)
     app, runtime = create_app(settings)
     worker = faust.Worker(
         app,
