@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from shared.batching import GroupCommit
 from shared.model import PaymentStatus, statuses_that_may_become
 from shared.status_events import StatusEvent, status_events_of
 
 logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
+
+DUPLICATE_KEY = 11000
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +89,70 @@ def public_view(document: Document) -> Document:
     return view
 
 
+@dataclass(frozen=True, slots=True)
+class _Reservation:
+    ride_id: str
+    user_id: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Attachment:
+    reserved: Payment
+    session_id: str
+    url: str
+
+
+def _fresh_document(reservation: _Reservation, now: datetime) -> Document:
+    return {
+        "rideId": reservation.ride_id,
+        "userId": reservation.user_id,
+        "amount": reservation.amount,
+        "currency": reservation.currency,
+        "status": PaymentStatus.PENDING.value,
+        "version": 1,
+        "stripeSessionId": None,
+        "paymentUrl": None,
+        "paymentIntentId": None,
+        "history": [{"status": "pending", "eventId": None, "source": "ride-event", "at": now}],
+        "createdAt": now,
+        "updatedAt": now,
+    }
+
+
+def _unattached(payment: Payment) -> Document:
+    return {"rideId": payment.ride_id, "stripeSessionId": None}
+
+
+def _attach(attachment: _Attachment, now: datetime) -> Document:
+    return {
+        "$set": {
+            "stripeSessionId": attachment.session_id,
+            "paymentUrl": attachment.url,
+            "updatedAt": now,
+        },
+        "$inc": {"version": 1},
+    }
+
+
+def _attached(attachment: _Attachment, now: datetime) -> Payment:
+    return replace(
+        attachment.reserved,
+        stripe_session_id=attachment.session_id,
+        payment_url=attachment.url,
+        version=attachment.reserved.version + 1,
+        updated_at=now,
+    )
+
+
 class PaymentStore:
     def __init__(self, client: AsyncMongoClient[Document], database: str, collection: str) -> None:
         self._client = client
         self._payments: AsyncCollection[Document] = client[database][collection]
+        # The consumer reserves and attaches once per ride event: under load, in batches.
+        self._reservations = GroupCommit(self._reserve_batch)
+        self._attachments = GroupCommit(self._attach_batch)
 
     @classmethod
     def connect(cls, uri: str, database: str, collection: str) -> PaymentStore:
@@ -118,63 +182,63 @@ class PaymentStore:
 
     async def reserve(self, ride_id: str, user_id: str, amount: int, currency: str) -> Payment:
         """The ride's record, created `pending` without a session if it did not exist."""
-        now = utcnow()
-        fresh = {
-            "rideId": ride_id,
-            "userId": user_id,
-            "amount": amount,
-            "currency": currency,
-            "status": PaymentStatus.PENDING.value,
-            "version": 1,
-            "stripeSessionId": None,
-            "paymentUrl": None,
-            "paymentIntentId": None,
-            "history": [{"status": "pending", "eventId": None, "source": "ride-event", "at": now}],
-            "createdAt": now,
-            "updatedAt": now,
-        }
-        try:
-            document = await self._payments.find_one_and_update(
-                {"rideId": ride_id},
-                {"$setOnInsert": fresh},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-        except DuplicateKeyError:
-            # Two upserts raced; the other one inserted it.
-            document = await self._payments.find_one({"rideId": ride_id})
-        assert document is not None
-        return Payment.from_document(document)
+        return await self._reservations.submit(_Reservation(ride_id, user_id, amount, currency))
 
     async def attach_session(self, reserved: Payment, session_id: str, url: str) -> Payment:
-        """Record the Checkout Session once; a later call returns the record as it is.
+        """Record the Checkout Session once; a later call returns the record as it is."""
+        return await self._attachments.submit(_Attachment(reserved, session_id, url))
 
-        The usual case is conditional on the version just read, so the new record is known
-        without reading it back (one cheap write: this runs once per ride event).
-        """
+    async def _reserve_batch(self, reservations: Sequence[_Reservation]) -> list[Payment]:
+        """One upsert request for the batch; only records that existed already are read."""
         now = utcnow()
-        attach = {
-            "$set": {"stripeSessionId": session_id, "paymentUrl": url, "updatedAt": now},
-            "$inc": {"version": 1},
-        }
-        unattached = {"rideId": reserved.ride_id, "stripeSessionId": None}
-        result = await self._payments.update_one(
-            {**unattached, "version": reserved.version}, attach
-        )
-        if result.modified_count == 1:
-            return replace(
-                reserved,
-                stripe_session_id=session_id,
-                payment_url=url,
-                version=reserved.version + 1,
-                updated_at=now,
+        fresh = {r.ride_id: _fresh_document(r, now) for r in reservations}
+        rides = list(fresh)
+        upserts = [
+            UpdateOne({"rideId": ride}, {"$setOnInsert": document}, upsert=True)
+            for ride, document in fresh.items()
+        ]
+        try:
+            result = await self._payments.bulk_write(upserts, ordered=False)
+            inserted = {rides[index] for index in result.upserted_ids or {}}
+        except BulkWriteError as error:
+            # Another process inserted some of these rides first: they exist, read them.
+            if any(failure["code"] != DUPLICATE_KEY for failure in error.details["writeErrors"]):
+                raise
+            inserted = {rides[upsert["index"]] for upsert in error.details["upserted"]}
+        stored = {ride: Payment.from_document(fresh[ride]) for ride in inserted}
+        for ride in fresh.keys() - inserted:
+            document = await self._payments.find_one({"rideId": ride})
+            if document is None:
+                raise LookupError(f"no payment for ride {ride} after reserving it")
+            stored[ride] = Payment.from_document(document)
+        return [stored[r.ride_id] for r in reservations]
+
+    async def _attach_batch(self, attachments: Sequence[_Attachment]) -> list[Payment]:
+        """One request conditional on the versions just read, so the new records are known
+        without reading them; a record changed meanwhile takes the slower path alone."""
+        now = utcnow()
+        updates = [
+            UpdateOne(
+                _unattached(a.reserved) | {"version": a.reserved.version},
+                _attach(a, now),
             )
-        # The record changed since it was read: attach if still unattached, else read it.
+            for a in attachments
+        ]
+        result = await self._payments.bulk_write(updates, ordered=False)
+        if result.modified_count == len(updates):
+            return [_attached(a, now) for a in attachments]
+        return [await self._attach_changed(a, now) for a in attachments]
+
+    async def _attach_changed(self, attachment: _Attachment, now: datetime) -> Payment:
+        """Attach if still unattached (a no-op when the batch did it), else read the record."""
+        ride_id = attachment.reserved.ride_id
         document = await self._payments.find_one_and_update(
-            unattached, attach, return_document=ReturnDocument.AFTER
-        ) or await self._payments.find_one({"rideId": reserved.ride_id})
+            _unattached(attachment.reserved),
+            _attach(attachment, now),
+            return_document=ReturnDocument.AFTER,
+        ) or await self._payments.find_one({"rideId": ride_id})
         if document is None:
-            raise LookupError(f"no payment for ride {reserved.ride_id}")
+            raise LookupError(f"no payment for ride {ride_id}")
         return Payment.from_document(document)
 
     async def apply(self, selector: Document, change: StatusChange) -> Payment | None:

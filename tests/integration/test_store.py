@@ -7,6 +7,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.model import PaymentStatus
 from shared.store import PaymentStore, StatusChange
+from tests.conftest import RunningPart
 
 
 async def test_reserve_creates_one_pending_record_even_when_raced(store: PaymentStore) -> None:
@@ -94,3 +95,55 @@ async def test_concurrent_conflicting_changes_have_one_winner(store: PaymentStor
     assert len(winners) == 1
     final = await store.find(selector)
     assert final is not None and final.status is winners[0].status and final.version == 2
+
+
+async def test_reservations_raced_by_two_processes_make_one_record_each(
+    store: PaymentStore, mongo: RunningPart, unique: str
+) -> None:
+    """Two clients (as two consumer processes) reserve the same rides in concurrent batches."""
+    other = PaymentStore.connect(mongo.url, f"test-{unique}", "payments")
+    rides = [f"ride-{index}" for index in range(50)]
+    try:
+        reserved = await asyncio.gather(
+            *(s.reserve(ride, "user-1", 100, "usd") for ride in rides for s in (store, other))
+        )
+    finally:
+        await other.close()
+    assert [payment.ride_id for payment in reserved] == [ride for ride in rides for _ in (1, 2)]
+    assert {(payment.version, payment.status) for payment in reserved} == {
+        (1, PaymentStatus.PENDING)
+    }
+    assert await store._payments.count_documents({}) == 50
+
+
+async def test_a_batch_of_reservations_returns_existing_records_as_they_are(
+    store: PaymentStore,
+) -> None:
+    attached = await store.attach_session(
+        await store.reserve("ride-old", "user-1", 100, "usd"), "cs_old", "https://pay/old"
+    )
+    old, new = await asyncio.gather(
+        store.reserve("ride-old", "user-1", 100, "usd"),
+        store.reserve("ride-new", "user-2", 200, "usd"),
+    )
+    assert old == attached
+    assert (new.ride_id, new.user_id, new.amount, new.version) == ("ride-new", "user-2", 200, 1)
+
+
+async def test_a_batch_of_attachments_with_one_record_changed_meanwhile(
+    store: PaymentStore,
+) -> None:
+    reserved = await asyncio.gather(
+        *(store.reserve(f"ride-{index}", "user-1", 100, "usd") for index in range(3))
+    )
+    await store.apply({"rideId": "ride-1"}, StatusChange(PaymentStatus.FAILED, "evt_1", "test"))
+    attached = await asyncio.gather(
+        *(store.attach_session(p, f"cs_{p.ride_id}", f"https://pay/{p.ride_id}") for p in reserved)
+    )
+    assert [(p.stripe_session_id, p.status, p.version) for p in attached] == [
+        ("cs_ride-0", PaymentStatus.PENDING, 2),
+        ("cs_ride-1", PaymentStatus.FAILED, 3),
+        ("cs_ride-2", PaymentStatus.PENDING, 2),
+    ]
+    for payment in attached:
+        assert await store.find({"rideId": payment.ride_id}) == payment
