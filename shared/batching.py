@@ -2,7 +2,8 @@
 
 A lone call is written at once (one loop iteration later); under load, the calls that came in
 during one round trip share the next, so a busy process makes a few large requests instead of
-many small ones. One batch is in flight at a time.
+many small ones. Up to `max_in_flight` batches are written at a time, so the server is not
+left idle while a batch's answer is being read.
 """
 
 from __future__ import annotations
@@ -19,28 +20,30 @@ WriteBatch = Callable[[Sequence[Item]], Awaitable[Sequence[Result]]]
 
 
 class GroupCommit(Generic[Item, Result]):
-    def __init__(self, write: WriteBatch[Item, Result], max_batch: int = 256) -> None:
+    def __init__(
+        self, write: WriteBatch[Item, Result], *, max_batch: int = 256, max_in_flight: int = 2
+    ) -> None:
         self._write = write
         self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: Item) -> Result:
         """The item's result once its batch is written; the batch's error if it failed."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_waiting())
+        if len(self._writers) < self._max_in_flight:
+            writer = asyncio.create_task(self._write_waiting())
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
         return await future
 
     async def _write_waiting(self) -> None:
-        try:
-            while self._waiting:
-                batch = self._waiting[: self._max_batch]
-                del self._waiting[: self._max_batch]
-                await self._write_batch(batch)
-        finally:
-            self._writer = None
+        while self._waiting:
+            batch = self._waiting[: self._max_batch]
+            del self._waiting[: self._max_batch]
+            await self._write_batch(batch)
 
     async def _write_batch(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:

@@ -33,7 +33,7 @@ async def test_a_lone_call_is_written_at_once() -> None:
 
 async def test_calls_made_during_a_write_share_the_next_batch() -> None:
     recorder = Recorder()
-    commit = GroupCommit(recorder.write)
+    commit = GroupCommit(recorder.write, max_in_flight=1)
     first = asyncio.create_task(commit.submit(1))
     await asyncio.sleep(0)  # the first batch is now in flight
     rest = [asyncio.create_task(commit.submit(item)) for item in range(2, 6)]
@@ -46,7 +46,7 @@ async def test_calls_made_during_a_write_share_the_next_batch() -> None:
 async def test_batches_are_capped() -> None:
     recorder = Recorder()
     recorder.release.set()
-    commit = GroupCommit(recorder.write, max_batch=2)
+    commit = GroupCommit(recorder.write, max_batch=2, max_in_flight=1)
     assert await asyncio.gather(*(commit.submit(item) for item in range(5))) == [
         0,
         10,
@@ -55,6 +55,21 @@ async def test_batches_are_capped() -> None:
         40,
     ]
     assert recorder.batches == [[0, 1], [2, 3], [4]]
+
+
+async def test_two_batches_in_flight_and_the_rest_waiting_for_either() -> None:
+    recorder = Recorder()
+    commit = GroupCommit(recorder.write, max_in_flight=2)
+    first = asyncio.create_task(commit.submit(1))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(commit.submit(2))
+    await asyncio.sleep(0)
+    rest = [asyncio.create_task(commit.submit(item)) for item in range(3, 6)]
+    await asyncio.sleep(0)
+    assert recorder.batches == [[1], [2]]
+    recorder.release.set()
+    assert await asyncio.gather(first, second, *rest) == [10, 20, 30, 40, 50]
+    assert recorder.batches == [[1], [2], [3, 4, 5]]
 
 
 async def test_a_failed_batch_fails_each_of_its_calls_and_the_next_batch_still_runs() -> None:
