@@ -359,7 +359,7 @@ def test_each_process_gets_the_secrets_it_needs(overlay: str) -> None:
     needs = {
         "consumer": {"STRIPE_SECRET_KEY", "MONGODB_URI", "REDIS_URL"},
         "webhook": {"STRIPE_WEBHOOK_SECRET", "STRIPE_SECRET_KEY", "MONGODB_URI", "REDIS_URL"},
-        "notifier": {"MONGODB_URI", "REDIS_URL"},
+        "notifier": {"REDIS_URL"},
     }
     for name, keys in needs.items():
         env = env_map(only_container(deps[name]))
@@ -369,8 +369,10 @@ def test_each_process_gets_the_secrets_it_needs(overlay: str) -> None:
     notifier_env = env_map(only_container(deps["notifier"]))
     for key in ("NOTIFIER_JWT_SECRET", "NOTIFIER_JWT_PUBLIC_KEY"):
         assert notifier_env[key]["valueFrom"]["secretKeyRef"]["optional"] is True
-    # Least privilege: the notifier calls no Stripe API; only the webhook verifies events.
+    # Least privilege: the notifier calls no Stripe API and reads no payment; only the webhook
+    # verifies events.
     assert "STRIPE_SECRET_KEY" not in notifier_env
+    assert "MONGODB_URI" not in notifier_env
     assert "STRIPE_WEBHOOK_SECRET" not in env_map(only_container(deps["consumer"]))
 
 
@@ -492,7 +494,7 @@ def test_network_policies_open_only_what_must_talk(overlay: str) -> None:
 
     assert egress_ports("consumer") == {53, 9092, 27017, 6379, 443}
     assert egress_ports("webhook") == {53, 9092, 27017, 6379, 443}
-    assert egress_ports("notifier") == {53, 27017, 6379}
+    assert egress_ports("notifier") == {53, 6379}
 
 
 # ---------------------------------------------------------------------------------------------
