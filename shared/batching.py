@@ -15,6 +15,8 @@ from typing import Generic, TypeVar
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
+WRITER_TASK = "group-commit-writer"
+
 WriteBatch = Callable[[Sequence[Item]], Awaitable[Sequence[Result]]]
 """Writes the items in one request; returns one result per item, in order."""
 
@@ -34,7 +36,7 @@ class GroupCommit(Generic[Item, Result]):
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         if len(self._writers) < self._max_in_flight:
-            writer = asyncio.create_task(self._write_waiting())
+            writer = asyncio.create_task(self._write_waiting(), name=WRITER_TASK)
             self._writers.add(writer)
             writer.add_done_callback(self._writers.discard)
         return await future
@@ -48,6 +50,10 @@ class GroupCommit(Generic[Item, Result]):
     async def _write_batch(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:
             results = await self._write([item for item, _ in batch])
+        except asyncio.CancelledError:  # the process is stopping: so are its callers
+            for _, future in batch:
+                future.cancel()
+            raise
         except Exception as error:
             for _, future in batch:
                 if not future.done():

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from shared.batching import GroupCommit
+from shared.batching import WRITER_TASK, GroupCommit
 
 
 class Recorder:
@@ -95,3 +95,15 @@ async def test_a_cancelled_caller_does_not_disturb_its_batch() -> None:
     with pytest.raises(asyncio.CancelledError):
         await leaving
     assert recorder.batches == [[1, 2]]
+
+
+async def test_callers_are_cancelled_with_the_writer() -> None:
+    recorder = Recorder()
+    commit = GroupCommit(recorder.write)
+    caller = asyncio.create_task(commit.submit(1))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the writer is now waiting in the batch write
+    [writer] = [task for task in asyncio.all_tasks() if task.get_name() == WRITER_TASK]
+    writer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
