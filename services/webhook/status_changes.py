@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from enum import StrEnum
 
 from services.webhook.events import PaymentUpdate
 from shared.processed_events import ProcessedEvents
+from shared.retry import is_transient
 from shared.store import Payment, PaymentStore, StatusChange
+
+logger = logging.getLogger(__name__)
 
 
 class Result(StrEnum):
@@ -32,10 +36,24 @@ async def apply_event(
     applied = await apply_update(store, update, source=source)
     if applied.payment is not None:
         # Unknown rides are not recorded: a redelivery may find the payment stored by then.
-        await processed.add(
-            update.event_id, update.event_type, applied.payment.ride_id, applied.result.value
-        )
+        await _record(processed, update, applied.payment, applied.result)
     return applied
+
+
+async def _record(
+    processed: ProcessedEvents, update: PaymentUpdate, payment: Payment, result: Result
+) -> None:
+    """Best effort: the change is stored by now and must be answered and announced as such;
+    without the record, a repeat is still refused by the payment's history."""
+    try:
+        await processed.add(update.event_id, update.event_type, payment.ride_id, result.value)
+    except Exception as error:
+        if not is_transient(error):
+            raise
+        logger.warning(
+            "could not record the handled event",
+            extra={"rideId": payment.ride_id, "eventId": update.event_id, "error": str(error)},
+        )
 
 
 async def apply_update(store: PaymentStore, update: PaymentUpdate, *, source: str) -> Applied:
