@@ -18,6 +18,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shared.runtime import EventLoopKind
+
 CONFIG_PATH_VARIABLE = "PAYMENTS_CONFIG"
 DEFAULT_CONFIG_FILE = "Config.toml"
 
@@ -74,6 +76,7 @@ class Settings(BaseSettings):
 
     port: int | None = Field(default=None, ge=1, le=65535)
     log_level: str = "INFO"
+    event_loop: EventLoopKind = "uvloop"
 
     notifier_jwt_secret: SecretStr | None = None
     notifier_jwt_public_key: SecretStr | None = None

@@ -8,7 +8,7 @@ import faust
 
 from services.consumer.app import create_app
 from shared.observability import configure_logging
-from shared.runtime import tune_garbage_collector
+from shared.runtime import prepare_process
 from shared.settings import ConfigError, load_settings
 
 
@@ -19,7 +19,7 @@ def main() -> None:
     except ConfigError as error:
         sys.exit(f"consumer: {error}")
     configure_logging("consumer", settings.log_level)
-    tune_garbage_collector()
+    prepare_process(settings.event_loop)
     app, runtime = create_app(settings)
     worker = faust.Worker(
         app,

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from services.notifier.app import DEFAULT_PORT, create_app
 from shared.observability import configure_logging
-from shared.runtime import tune_garbage_collector
+from shared.runtime import prepare_process
 from shared.settings import ConfigError, load_settings
 
 logger = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ def main() -> None:
     try:
         settings = load_settings()
         configure_logging("notifier", settings.log_level)
-        tune_garbage_collector()
+        prepare_process(settings.event_loop)
         app = create_app(settings)
     except ConfigError as error:
         sys.exit(f"notifier: {error}")

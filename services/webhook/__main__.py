@@ -8,7 +8,7 @@ from aiohttp import web
 
 from services.webhook.app import DEFAULT_PORT, create_app
 from shared.observability import configure_logging
-from shared.runtime import tune_garbage_collector
+from shared.runtime import prepare_process
 from shared.settings import ConfigError, load_settings
 
 
@@ -19,7 +19,7 @@ def main() -> None:
     except ConfigError as error:
         sys.exit(f"webhook: {error}")
     configure_logging("webhook", settings.log_level)
-    tune_garbage_collector()
+    prepare_process(settings.event_loop)
     web.run_app(
         create_app(settings),
         port=settings.http_port(DEFAULT_PORT),
