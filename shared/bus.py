@@ -16,7 +16,7 @@ import json
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from shared.batching import GroupCommit
 from shared.messages import Message
 from shared.model import FINAL_STATUSES
 
@@ -95,12 +96,22 @@ class StoredMessage:
         return {**self.message, "id": self.id}
 
 
+@dataclass(frozen=True, slots=True)
+class _Publication:
+    keys: list[str]
+    args: list[str | int]
+
+
 class NotificationBus:
-    """Publishes a user's notifications and reads their history."""
+    """Publishes a user's notifications and reads their history.
+
+    Publications made while others are on their way go to Redis together, in one pipeline.
+    """
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._publish = client.register_script(_PUBLISH_SCRIPT)
+        self._publications = GroupCommit(self._publish_batch)
 
     async def ping(self) -> None:
         await self._client.ping()
@@ -116,18 +127,28 @@ class NotificationBus:
         """
         ride_id = message["rideId"]
         kind = "url" if message["type"] == "payment_url" else "status"
-        result = await self._publish(
-            keys=[_history_key(user_id), _ride_version_key(user_id, ride_id)],
-            args=[
-                json.dumps(message, separators=(",", ":")),
-                version,
-                kind,
-                user_channel(user_id),
-                HISTORY_LENGTH,
-                HISTORY_TTL_S,
-            ],
+        result = await self._publications.submit(
+            _Publication(
+                keys=[_history_key(user_id), _ride_version_key(user_id, ride_id)],
+                args=[
+                    json.dumps(message, separators=(",", ":")),
+                    version,
+                    kind,
+                    user_channel(user_id),
+                    HISTORY_LENGTH,
+                    HISTORY_TTL_S,
+                ],
+            )
         )
         return result.decode() if isinstance(result, bytes) else None
+
+    async def _publish_batch(self, publications: Sequence[_Publication]) -> list[object]:
+        if len(publications) == 1:
+            return [await self._publish(keys=publications[0].keys, args=publications[0].args)]
+        async with self._client.pipeline(transaction=False) as pipeline:
+            for publication in publications:
+                await self._publish(publication.keys, publication.args, client=pipeline)
+            return cast(list[object], await pipeline.execute())
 
     async def history(self, user_id: str, after_id: str | None = None) -> list[StoredMessage]:
         """The user's stored messages, oldest first, after `after_id` when given."""

@@ -73,6 +73,26 @@ async def test_concurrent_publishers_never_deliver_older_after_newer(
     assert statuses == sorted(statuses) and len(set(statuses)) == len(statuses)
 
 
+async def test_publications_sent_together_each_get_their_own_answer(
+    bus: NotificationBus, unique: str
+) -> None:
+    users = [f"user-{unique}-{index}" for index in range(20)]
+    newer = messages.payment_status_update("r1", "succeeded", "cs_1")
+    await bus.publish(users[0], newer, version=5)
+    older = messages.payment_status_update("r1", "failed", "cs_1")
+    ids = await asyncio.gather(
+        bus.publish(users[0], older, version=3),
+        *(
+            bus.publish(user, messages.payment_url("r1", "https://pay"), version=2)
+            for user in users[1:]
+        ),
+    )
+    assert ids[0] is None, "the older status is refused, alone in its batch"
+    for user, message_id in zip(users[1:], ids[1:], strict=True):
+        [stored] = await bus.history(user)
+        assert stored.id == message_id
+
+
 async def test_history_after_an_id(bus: NotificationBus, unique: str) -> None:
     user = f"user-{unique}"
     ids = [
