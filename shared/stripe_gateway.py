@@ -77,19 +77,27 @@ class CheckoutSession:
 
     @classmethod
     def from_stripe(cls, session: Any) -> CheckoutSession:
-        data = session.to_dict() if hasattr(session, "to_dict") else dict(session)
-        intent = data.get("payment_intent")
-        expanded = intent if isinstance(intent, dict) else {}
+        """From the SDK's object (or a plain dict), reading only these fields: `to_dict()`
+        would copy the whole object first."""
+        intent = _field(session, "payment_intent")
+        expanded = None if intent is None or isinstance(intent, str) else intent
         return cls(
-            id=data["id"],
-            url=data.get("url"),
-            status=data.get("status") or "open",
-            payment_status=data.get("payment_status") or "unpaid",
-            payment_intent_id=intent if isinstance(intent, str) else expanded.get("id"),
-            expires_at=data.get("expires_at"),
-            payment_intent_status=expanded.get("status"),
-            payment_failed=bool(expanded.get("last_payment_error")),
+            id=session["id"],
+            url=_field(session, "url"),
+            status=_field(session, "status") or "open",
+            payment_status=_field(session, "payment_status") or "unpaid",
+            payment_intent_id=intent if isinstance(intent, str) else _field(expanded, "id"),
+            expires_at=_field(session, "expires_at"),
+            payment_intent_status=_field(expanded, "status"),
+            payment_failed=bool(_field(expanded, "last_payment_error")),
         )
+
+
+def _field(stripe_object: Any, name: str) -> Any:
+    """A field of a `StripeObject` or dict, None when absent (StripeObject has no `get`)."""
+    if stripe_object is None or name not in stripe_object:
+        return None
+    return stripe_object[name]
 
 
 class StripeGateway:
