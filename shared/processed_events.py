@@ -21,7 +21,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from shared.batching import GroupCommit
-from shared.store import DUPLICATE_KEY, utcnow
+from shared.store import only_duplicate_keys, utcnow
 
 TTL_INDEX = "processedAt_ttl"
 
@@ -64,6 +64,6 @@ class ProcessedEvents:
             )
         except BulkWriteError as error:
             # A concurrent delivery of the same event recorded it first: that is fine.
-            if any(failure["code"] != DUPLICATE_KEY for failure in error.details["writeErrors"]):
+            if not only_duplicate_keys(error):
                 raise
         return [None] * len(records)

@@ -28,6 +28,11 @@ Document = dict[str, Any]
 DUPLICATE_KEY = 11000
 
 
+def only_duplicate_keys(error: BulkWriteError) -> bool:
+    """Whether every write the bulk request refused was refused as already there."""
+    return all(failure["code"] == DUPLICATE_KEY for failure in error.details["writeErrors"])
+
+
 @dataclass(frozen=True, slots=True)
 class Payment:
     ride_id: str
@@ -202,7 +207,7 @@ class PaymentStore:
             inserted = {rides[index] for index in result.upserted_ids or {}}
         except BulkWriteError as error:
             # Another process inserted some of these rides first: they exist, read them.
-            if any(failure["code"] != DUPLICATE_KEY for failure in error.details["writeErrors"]):
+            if not only_duplicate_keys(error):
                 raise
             inserted = {rides[upsert["index"]] for upsert in error.details["upserted"]}
         stored = {ride: Payment.from_document(fresh[ride]) for ride in inserted}
