@@ -1,9 +1,10 @@
-"""Telling a rider about their payment: the record's state as a bus message, versioned."""
+"""Telling a rider about their payment: a stored state as a bus message, versioned."""
 
 from __future__ import annotations
 
 from shared import messages
 from shared.bus import NotificationBus
+from shared.status_events import StatusEvent
 from shared.store import Payment
 
 
@@ -14,8 +15,14 @@ async def announce_payment_url(bus: NotificationBus, payment: Payment) -> str | 
     return await bus.publish(payment.user_id, message, version=payment.version)
 
 
-async def announce_status(bus: NotificationBus, payment: Payment) -> str | None:
+async def announce_status(bus: NotificationBus, change: StatusEvent) -> str | None:
+    """Tell the rider about one stored status change (None: a newer one was told already)."""
     message = messages.payment_status_update(
-        payment.ride_id, payment.status.value, payment.stripe_session_id
+        change.rideId,
+        change.status,
+        change.stripeSessionId,
+        amount=change.amount,
+        currency=change.currency,
+        amount_refunded=change.amountRefunded,
     )
-    return await bus.publish(payment.user_id, message, version=payment.version)
+    return await bus.publish(change.userId, message, version=change.version)

@@ -30,10 +30,23 @@ def payment_url(ride_id: str, url: str, status: str = "pending") -> Message:
     return {"type": "payment_url", "rideId": ride_id, "paymentUrl": url, "status": status}
 
 
-def payment_status_update(ride_id: str, status: str, stripe_session_id: str | None) -> Message:
-    return {
+def payment_status_update(
+    ride_id: str,
+    status: str,
+    stripe_session_id: str | None,
+    *,
+    amount: int,
+    currency: str,
+    amount_refunded: int = 0,
+) -> Message:
+    message: Message = {
         "type": "payment_status_update",
         "rideId": ride_id,
         "status": status,
         "stripeSessionId": stripe_session_id,
+        "amount": amount,
+        "currency": currency,
     }
+    if amount_refunded:
+        message["amountRefunded"] = amount_refunded
+    return message

@@ -1,10 +1,17 @@
-"""Relays the status events kept in payment documents' outboxes to Kafka, at least once.
+"""Relays every stored status change to the rider (the bus) and to the platform (Kafka
+`payment-status-events`), at least once.
 
-A change and its status event are written in one MongoDB update; this relay publishes the
-event and only then removes it from the outbox. A crash in between re-sends it later with the
-same `eventId`. Right after a change the relay publishes at once, from the record the change
-returned; acknowledged events are removed in batches; a periodic scan picks up whatever a
-crash or a Kafka outage left behind.
+A change and its status event are written in one MongoDB update (the payment's outbox); this
+relay announces the event to the rider, publishes it to Kafka, and only when both are done
+removes it from the outbox. So neither a process that dies before announcing a change nor a
+Redis or Kafka outage of any length can lose it: whatever is left in an outbox is relayed again
+by a periodic scan, by any replica. Repeats are harmless: the bus refuses a status it has
+already published for that version (or an older one), and Kafka consumers keep the highest
+`version`.
+
+Right after a change the relay works at once, from the record the change returned;
+acknowledged events are removed in batches; the scan picks up whatever is older than a grace
+period.
 """
 
 from __future__ import annotations
@@ -12,26 +19,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
+from shared.announcements import announce_status
+from shared.bus import NotificationBus
 from shared.retry import Backoff
 from shared.status_events import STATUS_EVENTS_TOPIC, StatusEvent
-from shared.store import Payment, PaymentStore, utcnow
+from shared.store import Payment, PaymentStore
 
 logger = logging.getLogger(__name__)
 
 PUBLISHED = Counter("payments_status_events_published_total", "Status events sent to Kafka")
-RELAY_ERRORS = Counter("payments_outbox_relay_errors_total", "Outbox relay failures")
+ANNOUNCED = Counter("payments_status_announced_total", "Status changes announced to riders")
+RELAY_ERRORS = Counter("payments_outbox_relay_errors_total", "Outbox relay failures", ["target"])
 
 
 class OutboxRelay:
     def __init__(
         self,
         store: PaymentStore,
+        bus: NotificationBus,
         bootstrap_servers: str,
         *,
         scan_every_s: float = 2.0,
@@ -40,6 +52,7 @@ class OutboxRelay:
         batch: int = 100,
     ) -> None:
         self._store = store
+        self._bus = bus
         self._bootstrap_servers = bootstrap_servers
         self._scan_every_s = scan_every_s
         self._clear_every_s = clear_every_s
@@ -48,7 +61,7 @@ class OutboxRelay:
         self._producer: AIOKafkaProducer | None = None
         self._producer_lock = asyncio.Lock()
         self._immediate: set[asyncio.Task[None]] = set()
-        self._sent: dict[str, list[str]] = {}  # acknowledged by Kafka, still in MongoDB
+        self._sent: dict[str, list[str]] = {}  # relayed to both, still in MongoDB
         self.running = False
 
     async def close(self) -> None:
@@ -56,20 +69,20 @@ class OutboxRelay:
             await asyncio.wait(self._immediate, timeout=10)
         try:
             await self.clear_sent()
-        except Exception as error:  # they stay in the outbox and are sent again: harmless
-            logger.warning("could not clear sent status events", extra={"error": str(error)})
+        except Exception as error:  # they stay in the outbox and are relayed again: harmless
+            logger.warning("could not clear relayed status events", extra={"error": str(error)})
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
 
     def publish_soon(self, payment: Payment) -> None:
-        """Publish this change's status events now, without holding up the caller."""
-        task = asyncio.create_task(self._publish_quietly(payment))
+        """Relay this change's status events now, without holding up the caller."""
+        task = asyncio.create_task(self._relay_quietly(payment))
         self._immediate.add(task)
         task.add_done_callback(self._immediate.discard)
 
     async def run(self) -> None:
-        """Clear what was sent and scan for leftovers, until cancelled."""
+        """Clear what was relayed and scan for leftovers, until cancelled."""
         backoff, attempt = Backoff(first_s=0.5, max_s=15), 0
         next_scan = 0.0
         self.running = True
@@ -83,7 +96,7 @@ class OutboxRelay:
                     attempt = 0
                     await asyncio.sleep(self._clear_every_s)
                 except Exception as error:
-                    RELAY_ERRORS.inc()
+                    RELAY_ERRORS.labels("mongodb").inc()
                     attempt += 1
                     logger.warning("outbox relay failed; retrying", extra={"error": str(error)})
                     await asyncio.sleep(backoff.delay(attempt))
@@ -91,10 +104,11 @@ class OutboxRelay:
             self.running = False
 
     async def scan_once(self) -> int:
-        """Publish every outbox entry older than the grace period; returns how many."""
-        payments = await self._store.with_outbox(self._batch, utcnow() - self._grace)
+        """Relay every outbox entry older than the grace period; returns how many were found.
+        A payment that cannot be relayed now is left for the next scan, the others go on."""
+        payments = await self._store.with_outbox(self._batch, quiet_for=self._grace)
         for payment in payments:
-            await self._publish(payment.ride_id, payment.outbox)
+            await self._relay_quietly(payment)
         await self.clear_sent()
         return sum(len(payment.outbox) for payment in payments)
 
@@ -109,28 +123,38 @@ class OutboxRelay:
                 self._sent.setdefault(ride_id, []).extend(event_ids)
             raise
 
-    async def _publish_quietly(self, payment: Payment) -> None:
+    async def _relay_quietly(self, payment: Payment) -> None:
         try:
-            await self._publish(payment.ride_id, payment.outbox)
-        except Exception as error:  # the scan will send it later
-            RELAY_ERRORS.inc()
+            await self._relay(payment.ride_id, payment.outbox)
+        except Exception as error:  # the outbox keeps it; the scan relays it later
             logger.warning(
-                "status event not sent yet; the outbox keeps it",
-                extra={"rideId": payment.ride_id, "error": str(error)},
+                "status change not relayed yet; the outbox keeps it",
+                extra={"rideId": payment.ride_id, "error": f"{type(error).__name__}: {error}"},
             )
 
-    async def _publish(self, ride_id: str, events: tuple[StatusEvent, ...]) -> None:
-        if not events:
-            return
-        producer = await self._started_producer()
-        for event in events:
-            await producer.send_and_wait(STATUS_EVENTS_TOPIC, event.value(), key=event.key)
-            PUBLISHED.inc()
+    async def _relay(self, ride_id: str, events: tuple[StatusEvent, ...]) -> None:
+        """Each event to the rider and to Kafka, in order; the two do not wait for each other,
+        and an event leaves the outbox only when both have it."""
+        announced, announce_error = await _in_order(events, self._announce, "redis")
+        published, publish_error = await _in_order(events, self._publish, "kafka")
+        for event in events[: min(announced, published)]:
             self._sent.setdefault(ride_id, []).append(event.eventId)
+        error = announce_error or publish_error
+        if error is not None:
+            raise error
         logger.debug(
-            "status events published",
+            "status changes relayed",
             extra={"rideId": ride_id, "eventIds": [event.eventId for event in events]},
         )
+
+    async def _announce(self, event: StatusEvent) -> None:
+        if await announce_status(self._bus, event) is not None:
+            ANNOUNCED.inc()
+
+    async def _publish(self, event: StatusEvent) -> None:
+        producer = await self._started_producer()
+        await producer.send_and_wait(STATUS_EVENTS_TOPIC, event.value(), key=event.key)
+        PUBLISHED.inc()
 
     async def _started_producer(self) -> AIOKafkaProducer:
         async with self._producer_lock:
@@ -145,3 +169,19 @@ class OutboxRelay:
                     raise
                 self._producer = producer
             return self._producer
+
+
+async def _in_order(
+    events: tuple[StatusEvent, ...],
+    deliver: Callable[[StatusEvent], Awaitable[None]],
+    target: str,
+) -> tuple[int, Exception | None]:
+    """Deliver events in order, stopping at the first failure (a later one must not overtake
+    it): how many were delivered, and the failure."""
+    for done, event in enumerate(events):
+        try:
+            await deliver(event)
+        except Exception as error:
+            RELAY_ERRORS.labels(target).inc()
+            return done, error
+    return len(events), None

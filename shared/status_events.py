@@ -1,7 +1,9 @@
 """`payment-status-events`: every status change, told to the rest of the platform.
 
-Key: the rideId. Value: JSON with the fields below. Delivery is at least once; consumers
-deduplicate on `eventId`, which stays the same however often one change is re-sent.
+Key: the rideId. Value: JSON with the fields below. Delivery is at least once, in any order:
+`eventId` stays the same however often one change is re-sent, and `version` is the record's
+version after the change, so a consumer that keeps the event with the highest `version` per
+ride never regresses.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ class StatusEvent:
     amount: int
     currency: str
     stripeSessionId: str | None
+    attempt: int
+    version: int
+    amountRefunded: int
     occurredAt: str
     eventId: str
 
@@ -43,6 +48,10 @@ def status_events_of(payment: dict[str, Any]) -> list[StatusEvent]:
             amount=payment["amount"],
             currency=payment["currency"],
             stripeSessionId=payment.get("stripeSessionId"),
+            attempt=payment.get("attempt", 1),
+            # Entries written before versions were recorded take the record's own.
+            version=entry.get("version", payment["version"]),
+            amountRefunded=payment.get("amountRefunded", 0),
             occurredAt=_iso(entry["at"]),
             eventId=entry["eventId"],
         )

@@ -2,6 +2,11 @@
 
 Every change bumps `version`; notifications carry it so that the bus can refuse to publish an
 older state after a newer one (see shared/bus.py).
+
+Writes are acknowledged by a majority of the replica set, and the scans that act on what they
+find (the outbox relay, the reconciler) read majority-committed data, so nothing acted upon can
+roll back on a failover. Times that are compared with each other (leases, "quiet for N
+minutes") come from one clock, MongoDB's, never from each replica's own.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.read_concern import ReadConcern
 
 from shared.batching import GroupCommit
 from shared.model import PaymentStatus, statuses_that_may_become
@@ -45,7 +51,6 @@ class Payment:
     payment_url: str | None
     payment_intent_id: str | None
     created_at: datetime
-    updated_at: datetime
     outbox: tuple[StatusEvent, ...] = ()
 
     @classmethod
@@ -61,7 +66,6 @@ class Payment:
             payment_url=document.get("paymentUrl"),
             payment_intent_id=document.get("paymentIntentId"),
             created_at=document["createdAt"],
-            updated_at=document["updatedAt"],
             outbox=tuple(status_events_of(document)),
         )
 
@@ -130,31 +134,65 @@ def _unattached(payment: Payment) -> Document:
     return {"rideId": payment.ride_id, "stripeSessionId": None}
 
 
-def _attach(attachment: _Attachment, now: datetime) -> Document:
+def _attach(attachment: _Attachment) -> Document:
     return {
-        "$set": {
-            "stripeSessionId": attachment.session_id,
-            "paymentUrl": attachment.url,
-            "updatedAt": now,
-        },
+        "$set": {"stripeSessionId": attachment.session_id, "paymentUrl": attachment.url},
+        "$currentDate": {"updatedAt": True},
         "$inc": {"version": 1},
     }
 
 
-def _attached(attachment: _Attachment, now: datetime) -> Payment:
+def _attached(attachment: _Attachment) -> Payment:
     return replace(
         attachment.reserved,
         stripe_session_id=attachment.session_id,
         payment_url=attachment.url,
         version=attachment.reserved.version + 1,
-        updated_at=now,
     )
+
+
+def _transition(change: StatusChange) -> list[Document]:
+    """The update of a status change, as one pipeline stage: MongoDB's clock stamps it, and its
+    status event (written with the change, so that a crash cannot lose it: shared/outbox.py)
+    carries the version the change produces."""
+    next_version = {"$add": ["$version", 1]}
+    assignments: Document = {
+        "status": change.target.value,
+        "updatedAt": "$$NOW",
+        "version": next_version,
+        "history": _appended(
+            "history",
+            {
+                "status": change.target.value,
+                "eventId": {"$literal": change.event_id},
+                "source": {"$literal": change.source},
+                "at": "$$NOW",
+            },
+        ),
+        "outbox": _appended(
+            "outbox",
+            {
+                "eventId": f"pst_{uuid.uuid4().hex}",
+                "status": change.target.value,
+                "version": next_version,
+                "at": "$$NOW",
+            },
+        ),
+    }
+    if change.payment_intent_id:
+        assignments["paymentIntentId"] = {"$literal": change.payment_intent_id}
+    return [{"$set": assignments}]
+
+
+def _appended(array: str, entry: Document) -> Document:
+    return {"$concatArrays": [{"$ifNull": [f"${array}", []]}, [entry]]}
 
 
 class PaymentStore:
     def __init__(self, client: AsyncMongoClient[Document], database: str, collection: str) -> None:
         self._client = client
         self._payments: AsyncCollection[Document] = client[database][collection]
+        self._committed = self._payments.with_options(read_concern=ReadConcern("majority"))
         # The consumer reserves and attaches once per ride event: under load, in batches.
         self._reservations = GroupCommit(self._reserve_batch)
         self._attachments = GroupCommit(self._attach_batch)
@@ -162,7 +200,7 @@ class PaymentStore:
     @classmethod
     def connect(cls, uri: str, database: str, collection: str) -> PaymentStore:
         client: AsyncMongoClient[Document] = AsyncMongoClient(
-            uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, tz_aware=True
+            uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, tz_aware=True, w="majority"
         )
         return cls(client, database, collection)
 
@@ -180,6 +218,9 @@ class PaymentStore:
         await self._payments.create_index([("paymentIntentId", ASCENDING)], name="paymentIntentId")
         await self._payments.create_index(
             [("status", ASCENDING), ("updatedAt", ASCENDING)], name="status_updatedAt"
+        )
+        await self._payments.create_index(
+            [("status", ASCENDING), ("reconciledAt", ASCENDING)], name="status_reconciledAt"
         )
         await self._payments.create_index(
             [("outbox.eventId", ASCENDING)], name="outbox_eventId", sparse=True
@@ -221,25 +262,24 @@ class PaymentStore:
     async def _attach_batch(self, attachments: Sequence[_Attachment]) -> list[Payment]:
         """One request conditional on the versions just read, so the new records are known
         without reading them; a record changed meanwhile takes the slower path alone."""
-        now = utcnow()
         updates = [
             UpdateOne(
                 _unattached(a.reserved) | {"version": a.reserved.version},
-                _attach(a, now),
+                _attach(a),
             )
             for a in attachments
         ]
         result = await self._payments.bulk_write(updates, ordered=False)
         if result.modified_count == len(updates):
-            return [_attached(a, now) for a in attachments]
-        return [await self._attach_changed(a, now) for a in attachments]
+            return [_attached(a) for a in attachments]
+        return [await self._attach_changed(a) for a in attachments]
 
-    async def _attach_changed(self, attachment: _Attachment, now: datetime) -> Payment:
+    async def _attach_changed(self, attachment: _Attachment) -> Payment:
         """Attach if still unattached (a no-op when the batch did it), else read the record."""
         ride_id = attachment.reserved.ride_id
         document = await self._payments.find_one_and_update(
             _unattached(attachment.reserved),
-            _attach(attachment, now),
+            _attach(attachment),
             return_document=ReturnDocument.AFTER,
         ) or await self._payments.find_one({"rideId": ride_id})
         if document is None:
@@ -253,19 +293,6 @@ class PaymentStore:
         the history is never applied again, and an out-of-order event that is no longer allowed
         changes nothing (all return None).
         """
-        now = utcnow()
-        assignments: Document = {"status": change.target.value, "updatedAt": now}
-        if change.payment_intent_id:
-            assignments["paymentIntentId"] = change.payment_intent_id
-        entry = {
-            "status": change.target.value,
-            "eventId": change.event_id,
-            "source": change.source,
-            "at": now,
-        }
-        # The status event for the rest of the platform is written with the change itself, so
-        # a crash before it reaches Kafka cannot lose it (see shared/outbox.py).
-        outgoing = {"eventId": f"pst_{uuid.uuid4().hex}", "status": change.target.value, "at": now}
         allowed_from = [status.value for status in statuses_that_may_become(change.target)]
         document = await self._payments.find_one_and_update(
             {
@@ -273,11 +300,7 @@ class PaymentStore:
                 "status": {"$in": allowed_from},
                 "history.eventId": {"$ne": change.event_id},
             },
-            {
-                "$set": assignments,
-                "$inc": {"version": 1},
-                "$push": {"history": entry, "outbox": outgoing},
-            },
+            _transition(change),
             return_document=ReturnDocument.AFTER,
         )
         return Payment.from_document(document) if document else None
@@ -287,10 +310,12 @@ class PaymentStore:
             {**selector, "paymentIntentId": None}, {"$set": {"paymentIntentId": payment_intent_id}}
         )
 
-    async def with_outbox(self, limit: int, changed_before: datetime) -> list[Payment]:
-        """Payments holding status events not yet acknowledged by Kafka, oldest change first."""
-        cursor = self._payments.find(
-            {"outbox.eventId": {"$exists": True}, "updatedAt": {"$lte": changed_before}},
+    async def with_outbox(self, limit: int, quiet_for: timedelta) -> list[Payment]:
+        """Payments holding status events not yet relayed, unchanged for `quiet_for` at least,
+        oldest change first."""
+        quiet_since = await self._ago(quiet_for)
+        cursor = self._committed.find(
+            {"outbox.eventId": {"$exists": True}, "updatedAt": {"$lte": quiet_since}},
             limit=limit,
             sort=[("updatedAt", ASCENDING)],
         )
@@ -306,21 +331,35 @@ class PaymentStore:
             ordered=False,
         )
 
-    async def unsettled(self, changed_before: datetime, limit: int) -> list[Payment]:
-        """Payments still `pending` or `failed` whose last change is older than the cutoff."""
-        cursor = self._payments.find(
+    async def unsettled(self, quiet_for: timedelta, limit: int) -> list[Payment]:
+        """Payments still `pending` or `failed` with a session, unchanged for `quiet_for` at
+        least; the least recently reconciled first, so that each one gets its turn."""
+        cursor = self._committed.find(
             {
                 "status": {"$in": [PaymentStatus.PENDING.value, PaymentStatus.FAILED.value]},
-                "updatedAt": {"$lte": changed_before},
+                "updatedAt": {"$lte": await self._ago(quiet_for)},
                 "stripeSessionId": {"$ne": None},
             },
             limit=limit,
-            sort=[("updatedAt", ASCENDING)],
+            sort=[("reconciledAt", ASCENDING), ("updatedAt", ASCENDING)],
         )
         return [Payment.from_document(document) async for document in cursor]
 
+    async def mark_reconciled(self, ride_id: str) -> None:
+        """Note that the reconciler looked at this payment now (bookkeeping, not a change)."""
+        await self._payments.update_one(
+            {"rideId": ride_id}, {"$currentDate": {"reconciledAt": True}}
+        )
+
+    async def clock(self) -> datetime:
+        """MongoDB's time: the one clock that every replica's comparisons use."""
+        return await server_time(self._client)
+
+    async def _ago(self, span: timedelta) -> datetime:
+        return await self.clock() - span
+
     def lease(self, name: str, owner: str, ttl_s: float) -> Lease:
-        return Lease(self.sibling("leases"), name, owner, ttl_s)
+        return Lease(self._client, self.sibling("leases"), name, owner, ttl_s)
 
     def sibling(self, name: str) -> AsyncCollection[Document]:
         """Another collection in the payments' database, sharing this store's client."""
@@ -335,16 +374,28 @@ class PaymentStore:
 
 
 class Lease:
-    """A named lease in MongoDB: at most one owner holds it until it expires or is released."""
+    """A named lease in MongoDB: at most one owner holds it until it expires or is released.
 
-    def __init__(self, leases: AsyncCollection[Document], name: str, owner: str, ttl_s: float):
+    Expiry is judged by MongoDB's clock, so replicas whose clocks differ still agree.
+    """
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[Document],
+        leases: AsyncCollection[Document],
+        name: str,
+        owner: str,
+        ttl_s: float,
+    ):
+        self._client = client
         self._leases = leases
         self._name = name
         self._owner = owner
         self._ttl = timedelta(seconds=ttl_s)
 
     async def acquire(self) -> bool:
-        now = utcnow()
+        """Take the lease if it is free, or extend it if it is ours; False if another holds it."""
+        now = await server_time(self._client)
         try:
             held = await self._leases.find_one_and_update(
                 {"_id": self._name, "$or": [{"until": {"$lte": now}}, {"owner": self._owner}]},
@@ -358,5 +409,11 @@ class Lease:
 
     async def release(self) -> None:
         await self._leases.update_one(
-            {"_id": self._name, "owner": self._owner}, {"$set": {"until": utcnow()}}
+            {"_id": self._name, "owner": self._owner}, {"$currentDate": {"until": True}}
         )
+
+
+async def server_time(client: AsyncMongoClient[Document]) -> datetime:
+    """The MongoDB server's current time (`hello` reports it)."""
+    local_time: datetime = (await client.admin.command("hello"))["localTime"]
+    return local_time if local_time.tzinfo else local_time.replace(tzinfo=UTC)

@@ -1,4 +1,5 @@
-"""Small waiting helpers: tests wait for conditions, never for fixed times."""
+"""Small test helpers: waiting for conditions (never for fixed times), reading topics and
+sockets, sample messages."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from typing import Any, TypeVar
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
+
+from shared import messages
+from shared.messages import Message
 
 T = TypeVar("T")
 
@@ -70,3 +74,10 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
+
+
+def status_update(ride_id: str, status: str, stripe_session_id: str) -> Message:
+    """A `payment_status_update` for a 7.00 USD ride, for tests about delivery, not content."""
+    return messages.payment_status_update(
+        ride_id, status, stripe_session_id, amount=700, currency="usd"
+    )

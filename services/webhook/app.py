@@ -16,7 +16,6 @@ from aiohttp import web
 from prometheus_client import Counter, Histogram
 
 from services.webhook.events import MalformedEvent, StripeEvent, interpret
-from services.webhook.fanout import ChangeFanout
 from services.webhook.reconciler import Reconciler
 from services.webhook.signature import SignatureError, verify
 from services.webhook.status_changes import Result, apply_event
@@ -47,7 +46,7 @@ LATENCY = Histogram(
 STORE = web.AppKey("store", PaymentStore)
 PROCESSED = web.AppKey("processed", ProcessedEvents)
 BUS = web.AppKey("bus", NotificationBus)
-FANOUT = web.AppKey("fanout", ChangeFanout)
+RELAY = web.AppKey("relay", OutboxRelay)
 SECRETS: web.AppKey[list[str]] = web.AppKey("secrets")
 BACKGROUND: web.AppKey[dict[str, Callable[[], bool]]] = web.AppKey("background")
 
@@ -95,20 +94,18 @@ def _adapters(settings: Settings) -> Callable[[web.Application], AsyncIterator[N
             await processed.ensure_indexes()
         except Exception as error:  # MongoDB may come up after us: readiness will say so
             logger.warning("could not create indexes at start", extra={"error": str(error)})
-        relay = OutboxRelay(store, settings.kafka_bootstrap_servers)
-        fanout = app[FANOUT] = ChangeFanout(app[BUS], relay)
+        relay = app[RELAY] = OutboxRelay(store, app[BUS], settings.kafka_bootstrap_servers)
         gateway = _stripe_gateway(settings)
         loops = [asyncio.create_task(relay.run(), name="outbox-relay")]
         app[BACKGROUND]["outbox-relay"] = lambda: relay.running
         if gateway is not None:
-            reconciler = _reconciler(settings, store, gateway, fanout)
+            reconciler = _reconciler(settings, store, gateway, relay)
             loops.append(asyncio.create_task(reconciler.run(settings.reconcile_interval_s)))
             app[BACKGROUND]["reconciler"] = lambda: reconciler.running
         yield
         for loop in loops:
             loop.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
-        await fanout.drain()
         await relay.close()
         if gateway is not None:
             await gateway.close()
@@ -126,20 +123,22 @@ def _stripe_gateway(settings: Settings) -> StripeGateway | None:
 
 
 def _reconciler(
-    settings: Settings, store: PaymentStore, gateway: StripeGateway, fanout: ChangeFanout
+    settings: Settings, store: PaymentStore, gateway: StripeGateway, relay: OutboxRelay
 ) -> Reconciler:
+    lease_ttl_s = max(60.0, settings.reconcile_interval_s * 2)
     return Reconciler(
         store,
         gateway,
         store.lease(
             "reconciler",
             owner=f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
-            ttl_s=max(60.0, settings.reconcile_interval_s * 2),
+            ttl_s=lease_ttl_s,
         ),
-        fanout.changed,
+        relay.publish_soon,
         settle_after_s=settings.reconcile_after_s,
         batch=settings.reconcile_batch,
         rate_per_s=settings.reconcile_rate_per_s,
+        renew_every_s=lease_ttl_s / 3,
     )
 
 
@@ -196,7 +195,7 @@ async def _receive_event(request: web.Request) -> web.Response:
             extra={**log, "result": applied.result.value, "status": applied.payment.status.value},
         )
     if applied.result is Result.APPLIED and applied.payment is not None:
-        app[FANOUT].changed(applied.payment)
+        app[RELAY].publish_soon(applied.payment)
     return web.json_response({"received": True, "result": applied.result.value})
 
 

@@ -2,9 +2,11 @@
 
 Webhooks get lost (an endpoint down longer than Stripe retries, a wrong secret). Every
 interval, the replica holding the lease takes payments still `pending` or `failed` whose last
-change is older than RECONCILE_AFTER_S, reads their Checkout Session, and applies what Stripe
-says through the same transition rules and notification path as a webhook. An open session
-past its `expires_at` is expired at Stripe first.
+change is older than RECONCILE_AFTER_S, the least recently reconciled first (so every one gets
+its turn, whatever the backlog), reads their Checkout Session, and applies what Stripe says
+through the same transition rules and notification path as a webhook. An open session past its
+`expires_at` is expired at Stripe first. The lease is renewed while the run works, and a run
+that finds it lost stops touching payments.
 
 It lives in the webhook service because it is the same job seen from the other side (Stripe
 tells us / we ask Stripe): it shares the status-change use case, the outbox and the
@@ -26,7 +28,7 @@ from prometheus_client import Counter
 from services.webhook.events import PaymentUpdate
 from services.webhook.status_changes import Result, apply_update
 from shared.model import PaymentStatus
-from shared.store import Lease, Payment, PaymentStore, utcnow
+from shared.store import Lease, Payment, PaymentStore
 from shared.stripe_gateway import CheckoutSession, StripeGateway
 
 logger = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ FIXED = Counter(
 )
 EXPIRED_AT_STRIPE = Counter("payments_reconciler_expired_total", "Overdue sessions expired")
 ERRORS = Counter("payments_reconciler_errors_total", "Payments that could not be reconciled")
+LEASES_LOST = Counter("payments_reconciler_leases_lost_total", "Runs stopped by a lost lease")
 
 
 def stripe_says(session: CheckoutSession) -> PaymentStatus | None:
@@ -61,6 +64,7 @@ class RunReport:
     ran: bool
     checked: int = 0
     fixed: list[str] = field(default_factory=list)
+    lost_lease: bool = False
 
 
 class Reconciler:
@@ -74,6 +78,7 @@ class Reconciler:
         settle_after_s: float,
         batch: int,
         rate_per_s: float,
+        renew_every_s: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -83,6 +88,7 @@ class Reconciler:
         self._settle_after = timedelta(seconds=settle_after_s)
         self._batch = batch
         self._pause_s = 1.0 / rate_per_s
+        self._renew_every_s = renew_every_s
         self._clock = clock
         self.running = False
 
@@ -104,18 +110,35 @@ class Reconciler:
             return RunReport(ran=False)
         report = RunReport(ran=True)
         try:
-            for payment in await self._store.unsettled(utcnow() - self._settle_after, self._batch):
-                report.checked += 1
-                if await self._reconcile_one(payment):
-                    report.fixed.append(payment.ride_id)
-                await asyncio.sleep(self._pause_s)
+            await self._reconcile(report)
         finally:
             await self._lease.release()
         if report.checked:
             logger.info(
-                "reconciliation run", extra={"checked": report.checked, "fixed": len(report.fixed)}
+                "reconciliation run",
+                extra={
+                    "checked": report.checked,
+                    "fixed": len(report.fixed),
+                    "lostLease": report.lost_lease,
+                },
             )
         return report
+
+    async def _reconcile(self, report: RunReport) -> None:
+        renewed = time.monotonic()
+        for payment in await self._store.unsettled(self._settle_after, self._batch):
+            if time.monotonic() - renewed >= self._renew_every_s:
+                if not await self._lease.acquire():
+                    LEASES_LOST.inc()
+                    logger.warning("reconciler lease lost; stopping this run")
+                    report.lost_lease = True
+                    return
+                renewed = time.monotonic()
+            report.checked += 1
+            if await self._reconcile_one(payment):
+                report.fixed.append(payment.ride_id)
+            await self._store.mark_reconciled(payment.ride_id)
+            await asyncio.sleep(self._pause_s)
 
     async def _reconcile_one(self, payment: Payment) -> bool:
         CHECKED.inc()

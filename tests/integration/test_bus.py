@@ -20,7 +20,7 @@ from shared.bus import (
     user_channel,
 )
 from tests.conftest import RunningPart
-from tests.helpers import eventually
+from tests.helpers import eventually, status_update
 
 
 async def test_publish_stores_history_and_publishes_with_the_same_id(
@@ -51,8 +51,8 @@ async def test_versions_keep_status_order_per_ride(bus: NotificationBus, unique:
     link = messages.payment_url("r1", "https://pay/r1")
     assert await bus.publish(user, link, version=2)
     assert await bus.publish(user, link, version=2), "a link may be re-sent at its version"
-    succeeded = messages.payment_status_update("r1", "succeeded", "cs_1")
-    failed = messages.payment_status_update("r1", "failed", "cs_1")
+    succeeded = status_update("r1", "succeeded", "cs_1")
+    failed = status_update("r1", "failed", "cs_1")
     assert await bus.publish(user, succeeded, version=4)
     assert await bus.publish(user, failed, version=3) is None, "older than what was published"
     assert await bus.publish(user, succeeded, version=4) is None, "the same status twice"
@@ -65,7 +65,7 @@ async def test_concurrent_publishers_never_deliver_older_after_newer(
     bus: NotificationBus, unique: str
 ) -> None:
     user = f"user-{unique}"
-    updates = [messages.payment_status_update("r1", f"s{v}", "cs") for v in range(2, 40)]
+    updates = [status_update("r1", f"s{v}", "cs") for v in range(2, 40)]
     await asyncio.gather(
         *(bus.publish(user, m, version=v) for v, m in zip(range(2, 40), updates, strict=True))
     )
@@ -77,9 +77,9 @@ async def test_publications_sent_together_each_get_their_own_answer(
     bus: NotificationBus, unique: str
 ) -> None:
     users = [f"user-{unique}-{index}" for index in range(20)]
-    newer = messages.payment_status_update("r1", "succeeded", "cs_1")
+    newer = status_update("r1", "succeeded", "cs_1")
     await bus.publish(users[0], newer, version=5)
-    older = messages.payment_status_update("r1", "failed", "cs_1")
+    older = status_update("r1", "failed", "cs_1")
     ids = await asyncio.gather(
         bus.publish(users[0], older, version=3),
         *(
@@ -112,8 +112,8 @@ def test_still_relevant_keeps_open_links_and_latest_statuses() -> None:
         stored(1, messages.payment_url("paid", "u1")),
         stored(2, messages.payment_url("open", "u2")),
         stored(3, messages.payment_url("retry", "u3")),
-        stored(4, messages.payment_status_update("paid", "succeeded", "cs1")),
-        stored(5, messages.payment_status_update("retry", "failed", "cs3")),
+        stored(4, status_update("paid", "succeeded", "cs1")),
+        stored(5, status_update("retry", "failed", "cs3")),
     ]
     assert [s.id for s in still_relevant(history)] == ["2-0", "3-0", "4-0", "5-0"]
 

@@ -19,7 +19,7 @@ from shared import messages
 from shared.bus import NotificationBus, user_channel
 from shared.settings import Settings
 from tests.conftest import RunningPart
-from tests.helpers import eventually, next_message
+from tests.helpers import eventually, next_message, status_update
 
 Socket = aiohttp.ClientWebSocketResponse
 
@@ -259,8 +259,8 @@ async def test_every_socket_of_a_user_gets_every_message(
     web_socket = await registered(session, running, user)
     sent = [
         messages.payment_url("r1", "https://pay/r1"),
-        messages.payment_status_update("r1", "failed", "cs_1"),
-        messages.payment_status_update("r1", "succeeded", "cs_1"),
+        status_update("r1", "failed", "cs_1"),
+        status_update("r1", "succeeded", "cs_1"),
     ]
     ids = [await bus.publish(user, message, version=v) for v, message in enumerate(sent, 1)]
     for socket in (phone, web_socket):
@@ -315,7 +315,7 @@ async def test_late_registration_gets_the_pending_payment_url_only(
     user = f"user-{unique}"
     pending = messages.payment_url("open", "https://pay/open")
     await bus.publish(user, messages.payment_url("paid", "https://pay/paid"), version=1)
-    await bus.publish(user, messages.payment_status_update("paid", "succeeded", "cs_p"), version=2)
+    await bus.publish(user, status_update("paid", "succeeded", "cs_p"), version=2)
     pending_id = await bus.publish(user, pending, version=1)
     socket = await session.ws_connect(running.socket_url(userId=user))
     assert (await next_message(socket))["type"] == "registration_success"
@@ -340,7 +340,7 @@ async def test_last_id_resume_gets_exactly_what_was_missed(
         await bus.publish(user, message, version=1)
     seen = [await next_message(socket) for _ in first]
     await socket.close()
-    missed = [messages.payment_status_update(f"r{i}", "succeeded", f"cs_{i}") for i in range(3)]
+    missed = [status_update(f"r{i}", "succeeded", f"cs_{i}") for i in range(3)]
     missed_ids = [await bus.publish(user, message, version=2) for message in missed]
 
     by_url = await session.ws_connect(running.socket_url(userId=user, lastId=seen[1]["id"]))
@@ -375,8 +375,8 @@ async def test_a_status_published_with_an_older_version_is_not_delivered(
     running = await notifiers()
     user = f"user-{unique}"
     socket = await registered(session, running, user)
-    await bus.publish(user, messages.payment_status_update("r1", "succeeded", "cs_1"), version=3)
-    stale = messages.payment_status_update("r1", "failed", "cs_1")
+    await bus.publish(user, status_update("r1", "succeeded", "cs_1"), version=3)
+    stale = status_update("r1", "failed", "cs_1")
     assert await bus.publish(user, stale, version=2) is None
     marker = await bus.publish(user, messages.payment_url("r2", "https://pay/2"), version=1)
     assert (await next_message(socket))["status"] == "succeeded"

@@ -17,7 +17,7 @@ from shared import messages
 from shared.bus import NotificationBus, connect_redis, user_channel
 from shared.observability import readiness_failures
 from tests.conftest import RunningPart
-from tests.helpers import eventually, http_status, next_message
+from tests.helpers import eventually, http_status, next_message, status_update
 from tests.integration.test_notifier import (
     expect_close,
     notifier_settings,
@@ -66,7 +66,7 @@ async def test_a_redis_restart_turns_readiness_off_then_delivery_resumes(
         await eventually(ready, timeout_s=15, every_s=0.05, what="/readyz to turn 200 again")
         assert running.notifier.subscriber.reconnects >= 1
         after = NotificationBus(connect_redis(own_redis.url))
-        status = messages.payment_status_update("r1", "succeeded", "cs_1")
+        status = status_update("r1", "succeeded", "cs_1")
         second = await after.publish(user, status, version=2)
         received = await next_message(socket)
         assert received == {**status, "id": second}

@@ -14,7 +14,6 @@ from aiohttp import web
 
 from devstack import servers
 from devstack.stripe_simulator import SimulatorConfig, create_app
-from services.webhook.fanout import ChangeFanout
 from services.webhook.reconciler import Reconciler
 from shared.bus import NotificationBus
 from shared.outbox import OutboxRelay
@@ -45,25 +44,28 @@ async def gateway(simulator: str) -> AsyncIterator[StripeGateway]:
 
 
 @pytest.fixture
-async def relay(store: PaymentStore, kafka: RunningPart) -> AsyncIterator[OutboxRelay]:
-    outbox = OutboxRelay(store, kafka.url)
+async def relay(
+    store: PaymentStore, bus: NotificationBus, kafka: RunningPart
+) -> AsyncIterator[OutboxRelay]:
+    outbox = OutboxRelay(store, bus, kafka.url)
     yield outbox
     await outbox.close()
 
 
 @pytest.fixture
 def make_reconciler(
-    store: PaymentStore, gateway: StripeGateway, bus: NotificationBus, relay: OutboxRelay
+    store: PaymentStore, gateway: StripeGateway, relay: OutboxRelay
 ) -> Callable[..., Reconciler]:
     def make(owner: str = "one", clock: Callable[[], float] = time.time) -> Reconciler:
         return Reconciler(
             store,
             gateway,
             store.lease("reconciler", owner, ttl_s=60),
-            ChangeFanout(bus, relay).changed,
+            relay.publish_soon,
             settle_after_s=0,
             batch=100,
             rate_per_s=1000,
+            renew_every_s=20,
             clock=clock,
         )
 
@@ -116,6 +118,8 @@ async def test_a_payment_whose_webhook_was_lost_is_settled_and_the_user_told(
                 "rideId": ride,
                 "status": "succeeded",
                 "stripeSessionId": session_id,
+                "amount": 1500,
+                "currency": "usd",
             }
         ]
 
@@ -129,9 +133,13 @@ async def test_a_payment_whose_webhook_was_lost_is_settled_and_the_user_told(
         "amount",
         "currency",
         "stripeSessionId",
+        "attempt",
+        "version",
+        "amountRefunded",
         "occurredAt",
         "eventId",
     }
+    assert (event["version"], event["attempt"], event["amountRefunded"]) == (3, 1, 0)
     assert (await make_reconciler().run_once()).fixed == [], "a settled payment is left alone"
 
 

@@ -154,6 +154,8 @@ async def test_every_event_type_moves_the_status_and_notifies(
         "rideId": ride,
         "status": status,
         "stripeSessionId": session_id,
+        "amount": 2550,
+        "currency": "usd",
     }
 
 
