@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -22,6 +23,8 @@ from shared.store import PaymentStore
 from shared.stripe_gateway import CheckoutRequest, StripeGateway
 from tests.conftest import TEST_STRIPE_KEY, RunningPart
 from tests.helpers import eventually, read_topic
+
+HOUR = timedelta(hours=1)
 
 
 @pytest.fixture
@@ -56,16 +59,23 @@ async def relay(
 def make_reconciler(
     store: PaymentStore, gateway: StripeGateway, relay: OutboxRelay
 ) -> Callable[..., Reconciler]:
-    def make(owner: str = "one", clock: Callable[[], float] = time.time) -> Reconciler:
+    def make(
+        owner: str = "one",
+        clock: Callable[[], float] = time.time,
+        *,
+        ttl_s: float = 60,
+        rate_per_s: float = 1000,
+        renew_every_s: float = 20,
+    ) -> Reconciler:
         return Reconciler(
             store,
             gateway,
-            store.lease("reconciler", owner, ttl_s=60),
+            store.lease("reconciler", owner, ttl_s=ttl_s),
             relay.publish_soon,
             settle_after_s=0,
             batch=100,
-            rate_per_s=1000,
-            renew_every_s=20,
+            rate_per_s=rate_per_s,
+            renew_every_s=renew_every_s,
             clock=clock,
         )
 
@@ -191,6 +201,85 @@ async def test_two_reconcilers_at_once_reconcile_each_payment_once(
         document = await store.find_document(ride)
         assert document is not None
         assert [h["source"] for h in document["history"]].count("reconciler") == 1
+
+
+async def test_every_unsettled_payment_gets_its_turn_whatever_the_backlog(
+    store: PaymentStore,
+    gateway: StripeGateway,
+    simulator: str,
+    make_reconciler: Callable[..., Reconciler],
+    unique: str,
+) -> None:
+    """130 open payments and a batch of 100: the 3 newest, paid with their webhooks lost, are
+    settled within a few runs instead of waiting behind the same 100 every run."""
+    rides = [f"backlog-{unique}-{i:03}" for i in range(130)]
+    await asyncio.gather(*(open_payment(store, gateway, ride) for ride in rides[:-3]))
+    for ride in rides[-3:]:
+        await act_without_webhook(simulator, await open_payment(store, gateway, ride), "pay")
+    reconciler = make_reconciler()
+    fixed = [ride for _ in range(3) for ride in (await reconciler.run_once()).fixed]
+    assert sorted(fixed) == rides[-3:]
+
+
+async def test_a_run_stops_touching_payments_once_its_lease_is_lost(
+    store: PaymentStore,
+    gateway: StripeGateway,
+    simulator: str,
+    make_reconciler: Callable[..., Reconciler],
+    unique: str,
+) -> None:
+    rides = [f"stolen-{unique}-{i}" for i in range(20)]
+    for ride in rides:
+        await act_without_webhook(simulator, await open_payment(store, gateway, ride), "pay")
+    run = asyncio.create_task(make_reconciler(rate_per_s=10, renew_every_s=0).run_once())
+
+    async def one_settled() -> bool:
+        return (
+            await store.sibling("payments").count_documents(
+                {"rideId": {"$in": rides}, "status": "succeeded"}
+            )
+            > 0
+        )
+
+    await eventually(one_settled, what="the run to settle a first payment")
+    await store.sibling("leases").update_one(
+        {"_id": "reconciler"}, {"$set": {"owner": "thief", "until": datetime.now(UTC) + HOUR}}
+    )
+    report = await run
+    assert report.lost_lease and 0 < len(report.fixed) < len(rides)
+    untouched = await store.sibling("payments").count_documents(
+        {"rideId": {"$in": rides}, "status": "pending"}
+    )
+    assert untouched == len(rides) - len(report.fixed)
+
+
+async def test_a_long_run_renews_its_lease_so_no_other_replica_starts(
+    store: PaymentStore,
+    gateway: StripeGateway,
+    simulator: str,
+    make_reconciler: Callable[..., Reconciler],
+    unique: str,
+) -> None:
+    """A 1 s lease and a run of about 2 s: the other replica never gets in."""
+    rides = [f"renewed-{unique}-{i}" for i in range(20)]
+    for ride in rides:
+        await act_without_webhook(simulator, await open_payment(store, gateway, ride), "pay")
+    first = asyncio.create_task(
+        make_reconciler("first", ttl_s=1, rate_per_s=10, renew_every_s=0.3).run_once()
+    )
+    second = make_reconciler("second", ttl_s=1)
+
+    async def first_holds_the_lease() -> bool:
+        lease = await store.sibling("leases").find_one({"_id": "reconciler"})
+        return lease is not None and lease["owner"] == "first"
+
+    await eventually(first_holds_the_lease, what="the first run to take the lease")
+    others: list[bool] = []
+    while not first.done():
+        others.append((await second.run_once()).ran)
+        await asyncio.sleep(0.1)
+    assert (await first).fixed == rides
+    assert len(others) > 10 and not any(others)
 
 
 async def status_events_for(kafka: RunningPart, ride: str, count: int) -> list[dict[str, Any]]:

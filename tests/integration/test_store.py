@@ -4,6 +4,8 @@ import asyncio
 
 import pytest
 from pymongo.errors import DuplicateKeyError
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
 
 from shared.model import PaymentStatus
 from shared.store import PaymentStore, StatusChange
@@ -147,3 +149,11 @@ async def test_a_batch_of_attachments_with_one_record_changed_meanwhile(
     ]
     for payment in attached:
         assert await store.find({"rideId": payment.ride_id}) == payment
+
+
+async def test_writes_wait_for_a_majority_and_scans_read_committed_data(
+    store: PaymentStore,
+) -> None:
+    assert store._payments.write_concern == WriteConcern(w="majority")
+    assert store._committed.read_concern == ReadConcern("majority")
+    assert store.lease("any", "me", 1)._leases.write_concern == WriteConcern(w="majority")
