@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import aiohttp
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from devstack import servers
 from shared.store import PaymentStore
 from tests.conftest import RunningPart
+from tests.e2e.conftest import service_environment
 from tests.e2e.test_consumer import (
     all_pending_with_session,
     dlq_tool,
@@ -189,3 +194,70 @@ async def run_dlq_tool(kafka: RunningPart, *args: str) -> tuple[int, str, str]:
 
 async def _answers(url: str, status: int) -> bool:
     return await http_status(url) == status
+
+
+# A bug the handler does not survive, put into the consumer process at start (Python imports
+# `sitecustomize` from the path by itself): the only way left for a record to crash the agent.
+INJECTED_BUG = """
+from services.consumer import handler
+
+_handle = handler.RideEventHandler.handle
+
+
+async def handle(self, record):
+    if record.value == b"crash the agent":
+        raise RuntimeError("injected bug")
+    return await _handle(self, record)
+
+
+handler.RideEventHandler.handle = handle
+"""
+
+
+async def test_a_worker_whose_agent_crashed_is_not_ready_and_stops_on_sigterm(
+    own_kafka: RunningPart,
+    mongo: RunningPart,
+    redis_server: RunningPart,
+    stripe_simulator: RunningPart,
+    logs_dir: Path,
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    (tmp_path / "sitecustomize.py").write_text(INJECTED_BUG)
+    env = service_environment(own_kafka, mongo, redis_server, stripe_simulator, f"test-{unique}")
+    port = servers.free_port()
+    path = os.pathsep.join([*os.environ.get("PYTHONPATH", "").split(os.pathsep), str(tmp_path)])
+    consumer = servers.python_module(
+        f"consumer-{unique}",
+        "services.consumer",
+        port,
+        logs_dir,
+        {**env, "PORT": str(port), "PYTHONPATH": path},
+    )
+    consumer.start(timeout_s=60)
+    readyz = f"http://127.0.0.1:{port}/readyz"
+    try:
+        await eventually(lambda: _answers(readyz, 200), timeout_s=60, what="the consumer ready")
+        await produce_large(own_kafka, [(b"crash the agent", [])], key=b"u")
+
+        failed = await eventually(lambda: _failed_checks(readyz), timeout_s=60, what="a 503")
+        assert "agent" in failed, failed
+
+        consumer.signal(signal.SIGTERM)
+        await eventually(
+            lambda: _exited(consumer), timeout_s=30, what="the worker to exit on SIGTERM"
+        )
+    finally:
+        consumer.stop()
+
+
+async def _failed_checks(url: str) -> dict[str, Any] | None:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        if response.status != 503:
+            return None
+        failed: dict[str, Any] = (await response.json())["failed"]
+        return failed
+
+
+async def _exited(process: servers.ChildProcess) -> bool:
+    return not process.running
