@@ -220,9 +220,9 @@ def to_minor_units(fare: Decimal, currency: str) -> int:
             fare.quantize(quantum, rounding=ROUND_HALF_UP).scaleb(currency_exponent(currency))
         )
     except InvalidOperation:
-        raise InvalidRideEvent(f"fare {fare} is too large") from None
+        raise InvalidRideEvent(f"fare {_shown(fare)} is too large") from None
     if minor < 1:
-        raise InvalidRideEvent(f"fare {fare} rounds to zero {currency.upper()}")
+        raise InvalidRideEvent(f"fare {_shown(fare)} rounds to zero {currency.upper()}")
     if minor > MAX_AMOUNT_MINOR:
-        raise InvalidRideEvent(f"fare {fare} is over the largest chargeable amount")
+        raise InvalidRideEvent(f"fare {_shown(fare)} is over the largest chargeable amount")
     return minor

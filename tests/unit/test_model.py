@@ -101,6 +101,13 @@ def test_reasons_quote_at_most_a_short_excerpt_of_the_input() -> None:
     assert len(refused.value.reason) < 200
 
 
+def test_a_long_fare_that_rounds_to_zero_is_quoted_only_in_part() -> None:
+    fare = parse_ride_event(ride(b'"0.' + b"0" * 60_000 + b'1"')).fare
+    with pytest.raises(InvalidRideEvent, match="rounds to zero") as refused:
+        to_minor_units(fare, "usd")
+    assert len(refused.value.reason) < 200
+
+
 def test_nesting_and_numbers_inside_strings_are_only_text() -> None:
     raw = ride(b'"25.50"', note=b'"' + b"[" * 5000 + b"1" * 5000 + b'\\"{"')
     assert parse_ride_event(raw).fare == Decimal("25.50")
