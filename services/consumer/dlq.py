@@ -53,10 +53,15 @@ def summary(letter: IncomingRecord) -> dict[str, object]:
         "source": f"{letter.header(SOURCE_TOPIC_HEADER)}[{letter.header(SOURCE_PARTITION)}]"
         f"@{letter.header(SOURCE_OFFSET)}",
         "truncated": is_truncated(letter),
-        "originalSize": int(original_size) if original_size.isdigit() else None,
+        "originalSize": int(original_size) if _is_count(original_size) else None,
         "key": _shown(letter.key) if letter.key is not None else None,
         "value": _shown(letter.value or b""),
     }
+
+
+def _is_count(text: str) -> bool:
+    """Digits only, ASCII ones (str.isdigit also takes "²", which int() refuses)."""
+    return text.isascii() and text.isdigit()
 
 
 def _shown(data: bytes) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from services.consumer.dlq import summary
 from services.consumer.records import (
     MAX_DEAD_LETTER_BYTES,
     TRUNCATED_VALUE_BYTES,
@@ -74,3 +75,17 @@ def test_a_long_reason_is_cut() -> None:
 def test_the_header_read_is_the_last_of_its_name() -> None:
     letter = record(b"v", [("dlq.reason", b"spoofed"), ("dlq.reason", b"ours")])
     assert letter.header("dlq.reason") == "ours" and letter.header("absent") == ""
+
+
+def test_the_dlq_tool_summary_is_bounded_and_survives_odd_headers() -> None:
+    letter = IncomingRecord(
+        "payment-events-dlq",
+        0,
+        5,
+        b"k" * 100_000,
+        b"\xff" * 100_000,
+        [("dlq.truncated", b"true"), ("dlq.original-size", "²".encode()), ("dlq.reason", b"r")],
+    )
+    shown = summary(letter)
+    assert shown["truncated"] is True and shown["originalSize"] is None
+    assert len(str(shown["key"])) == 300 and len(str(shown["value"])) <= 300
