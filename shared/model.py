@@ -6,12 +6,19 @@ Pure logic, no I/O: everything here can be tested without a server.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from enum import StrEnum
 
 MAX_EVENT_BYTES = 64 * 1024
+# A ride event is flat; the bounds leave room for extra fields without letting the recursive
+# json decoder, Python's int parsing or Decimal see a pathological document.
+MAX_NESTING_DEPTH = 32
+MAX_NUMBER_LENGTH = 100
 MAX_ID_LENGTH = 200
+# The largest amount Stripe takes, in major units of a zero-decimal currency.
+MAX_FARE = Decimal(99_999_999)
 # Stripe refuses amounts above eight digits in minor units for most currencies.
 MAX_AMOUNT_MINOR = 99_999_999
 
@@ -97,12 +104,23 @@ class RideEvent:
 
 
 def parse_ride_event(raw: bytes) -> RideEvent:
-    """Decode and validate one `payment-events` value, or raise InvalidRideEvent."""
+    """Decode and validate one `payment-events` value, or raise InvalidRideEvent.
+
+    No input raises anything else: the size is checked before decoding, the nesting depth and
+    number lengths before the (recursive) json decoder runs.
+    """
     if len(raw) > MAX_EVENT_BYTES:
         raise InvalidRideEvent(f"event is {len(raw)} bytes, over the {MAX_EVENT_BYTES} byte limit")
     try:
-        document = json.loads(raw, parse_float=Decimal)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InvalidRideEvent(f"event is not valid JSON: not UTF-8 ({error.reason})") from None
+    _check_bounds(text)
+    try:
+        document = json.loads(text, parse_float=_json_number, parse_int=_json_number)
+    except InvalidRideEvent:
+        raise
+    except (ValueError, RecursionError) as error:
         raise InvalidRideEvent(f"event is not valid JSON: {error}") from None
     if not isinstance(document, dict):
         raise InvalidRideEvent("event must be a JSON object")
@@ -111,6 +129,35 @@ def parse_ride_event(raw: bytes) -> RideEvent:
         user_id=_identifier(document, "userId"),
         fare=parse_fare(document.get("fare")),
     )
+
+
+# A JSON string (an unterminated one runs to the end, so matching never backtracks), a bracket,
+# or a run of number characters. Only what is outside strings counts for the bounds.
+_TOKEN = re.compile(r'"(?:[^"\\]++|\\.)*+"?|[\[\]{}]|[-+.0-9eE]++', re.DOTALL)
+
+
+def _check_bounds(text: str) -> None:
+    """Refuse nesting deeper than MAX_NESTING_DEPTH and numbers longer than MAX_NUMBER_LENGTH,
+    in one pass without recursion."""
+    depth = 0
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > MAX_NESTING_DEPTH:
+                raise InvalidRideEvent(f"event is nested deeper than {MAX_NESTING_DEPTH} levels")
+        elif token in ("]", "}"):
+            depth -= 1
+        elif token[0] != '"' and len(token) > MAX_NUMBER_LENGTH:
+            raise InvalidRideEvent(f"event has a number longer than {MAX_NUMBER_LENGTH} characters")
+
+
+def _json_number(text: str) -> Decimal:
+    """Every JSON number as a Decimal: exact, and free of the int parsing limit."""
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise InvalidRideEvent(f"event has a number out of range: {_shown(text)}") from None
 
 
 def _identifier(document: dict[str, object], key: str) -> str:
@@ -130,20 +177,30 @@ def identifier_problem(value: object, key: str) -> str | None:
         return f"{key} is longer than {MAX_ID_LENGTH} characters"
     if any(ord(char) < 0x20 for char in value):
         return f"{key} contains control characters"
+    if any(0xD800 <= ord(char) <= 0xDFFF for char in value):
+        return f"{key} contains an unpaired surrogate (not valid Unicode)"
     return None
 
 
 def parse_fare(value: object) -> Decimal:
-    """A fare is a decimal string or a JSON number, finite and positive."""
+    """A fare is a decimal string or a JSON number, finite, positive and chargeable."""
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
         raise InvalidRideEvent("fare must be a decimal string or a number")
     try:
         fare = Decimal(value.strip() if isinstance(value, str) else value)
     except InvalidOperation:
-        raise InvalidRideEvent(f"fare {value!r} is not a decimal number") from None
+        raise InvalidRideEvent(f"fare {_shown(value)} is not a decimal number") from None
     if not fare.is_finite() or fare <= 0:
-        raise InvalidRideEvent(f"fare {value!r} must be a finite positive number")
+        raise InvalidRideEvent(f"fare {_shown(value)} must be a finite positive number")
+    if fare > MAX_FARE:
+        raise InvalidRideEvent(f"fare {_shown(value)} is over the largest chargeable amount")
     return fare
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """A value as a reason may quote it: an attacker's megabyte never reaches a log line."""
+    text = repr(value) if isinstance(value, str | bytes) else str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def currency_exponent(currency: str) -> int:
@@ -163,9 +220,9 @@ def to_minor_units(fare: Decimal, currency: str) -> int:
             fare.quantize(quantum, rounding=ROUND_HALF_UP).scaleb(currency_exponent(currency))
         )
     except InvalidOperation:
-        raise InvalidRideEvent(f"fare {fare} is too large") from None
+        raise InvalidRideEvent(f"fare {_shown(fare)} is too large") from None
     if minor < 1:
-        raise InvalidRideEvent(f"fare {fare} rounds to zero {currency.upper()}")
+        raise InvalidRideEvent(f"fare {_shown(fare)} rounds to zero {currency.upper()}")
     if minor > MAX_AMOUNT_MINOR:
-        raise InvalidRideEvent(f"fare {fare} is over the largest chargeable amount")
+        raise InvalidRideEvent(f"fare {_shown(fare)} is over the largest chargeable amount")
     return minor

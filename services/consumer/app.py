@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import faust
@@ -35,6 +36,7 @@ class ConsumerRuntime(Service):
         self.settings = settings
         self.kafka_joined = False
         self.store_ready = asyncio.Event()
+        self.agent_crashed = False
         self._dead_letters = dead_letters
         self._runner: web.AppRunner | None = None
         self.store = PaymentStore.connect(
@@ -76,6 +78,18 @@ class ConsumerRuntime(Service):
         )
         await sent  # wait for the broker's ack before the source record is acknowledged
 
+    @contextmanager
+    def crash_watch(self) -> Iterator[None]:
+        """A crashed agent instance leaves its record neither processed nor dead-lettered, and
+        Faust hands it out again only after a restart: from then on the worker is not ready.
+        (The handler dead-letters every record it cannot process, so only a bug gets here.)"""
+        try:
+            yield
+        except Exception as error:
+            self.agent_crashed = True
+            logger.error("agent crashed; restart this worker", exc_info=error)
+            raise
+
     async def _prepare_store(self) -> None:
         await until_done(self.store.ensure_indexes, what="creating MongoDB indexes")
         self.store_ready.set()
@@ -83,6 +97,7 @@ class ConsumerRuntime(Service):
     async def _start_health_server(self) -> None:
         checks = {
             "kafka": flag_check("kafka consumer group membership", lambda: self.kafka_joined),
+            "agent": flag_check("the create_payments agent", lambda: not self.agent_crashed),
             "mongodb": self.store.ping,
             "mongodb-indexes": flag_check("index creation", self.store_ready.is_set),
             "redis": self.bus.ping,
@@ -117,8 +132,9 @@ def create_app(settings: Settings) -> tuple[faust.App, ConsumerRuntime]:
     @app.agent(source, concurrency=settings.consumer_concurrency)
     async def create_payments(stream: faust.StreamT[bytes]) -> None:
         await runtime.store_ready.wait()
-        async for event in stream.events():
-            await runtime.handler.handle(_incoming(event))
+        with runtime.crash_watch():
+            async for event in stream.events():
+                await runtime.handler.handle(_incoming(event))
 
     @app.on_partitions_assigned.connect
     async def _joined(_app: Any, /, *_: Any, signal: Any, **__: Any) -> None:

@@ -2,7 +2,8 @@
 chosen records back to `payment-events` once the cause is fixed.
 
 A replayed record keeps its original key, value and headers (the `dlq.*` headers are dropped)
-and gains `dlq.replayed-from` naming the dead letter it came from.
+and gains `dlq.replayed-from` naming the dead letter it came from. A truncated letter (a record
+too large for Kafka, of which only the start was kept) is not the original and is never replayed.
 """
 
 from __future__ import annotations
@@ -13,13 +14,26 @@ import json
 import sys
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
-from services.consumer.records import DEAD_LETTER_TOPIC, SOURCE_TOPIC, IncomingRecord
+from services.consumer.records import (
+    DEAD_LETTER_TOPIC,
+    ORIGINAL_SIZE,
+    REASON,
+    SOURCE_OFFSET,
+    SOURCE_PARTITION,
+    SOURCE_TOPIC,
+    SOURCE_TOPIC_HEADER,
+    TRUNCATED,
+    IncomingRecord,
+)
 from shared.settings import ConfigError, load_settings
 
 # tansu answers end-offset queries wrongly, so "the end" is where the topic goes quiet.
 IDLE_END_S = 2.0
+# How much of a letter's key, value and reason `list` prints.
+SHOWN_BYTES = 300
+SHOWN_REASON_CHARS = 1_000
 
 
 def ref(letter: IncomingRecord) -> str:
@@ -27,16 +41,31 @@ def ref(letter: IncomingRecord) -> str:
     return f"{letter.partition}:{letter.offset}"
 
 
+def is_truncated(letter: IncomingRecord) -> bool:
+    return letter.header(TRUNCATED) == "true"
+
+
 def summary(letter: IncomingRecord) -> dict[str, object]:
-    source = letter.header("dlq.source.topic")
+    original_size = letter.header(ORIGINAL_SIZE)
     return {
         "ref": ref(letter),
-        "reason": letter.header("dlq.reason"),
-        "source": f"{source}[{letter.header('dlq.source.partition')}]"
-        f"@{letter.header('dlq.source.offset')}",
-        "key": letter.key.decode(errors="replace") if letter.key is not None else None,
-        "value": (letter.value or b"")[:300].decode(errors="replace"),
+        "reason": letter.header(REASON)[:SHOWN_REASON_CHARS],
+        "source": f"{letter.header(SOURCE_TOPIC_HEADER)}[{letter.header(SOURCE_PARTITION)}]"
+        f"@{letter.header(SOURCE_OFFSET)}",
+        "truncated": is_truncated(letter),
+        "originalSize": int(original_size) if _is_count(original_size) else None,
+        "key": _shown(letter.key) if letter.key is not None else None,
+        "value": _shown(letter.value or b""),
     }
+
+
+def _is_count(text: str) -> bool:
+    """Digits only, ASCII ones (str.isdigit also takes "²", which int() refuses)."""
+    return text.isascii() and text.isdigit()
+
+
+def _shown(data: bytes) -> str:
+    return data[:SHOWN_BYTES].decode(errors="replace")
 
 
 async def read_dead_letters(bootstrap: str) -> list[IncomingRecord]:
@@ -52,13 +81,17 @@ async def read_dead_letters(bootstrap: str) -> list[IncomingRecord]:
     try:
         while batch := await consumer.getmany(timeout_ms=int(IDLE_END_S * 1000)):
             for records in batch.values():
-                letters += [
-                    IncomingRecord(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers))
-                    for r in records
-                ]
+                letters += [as_letter(record) for record in records]
     finally:
         await consumer.stop()
     return sorted(letters, key=lambda letter: (letter.partition, letter.offset))
+
+
+def as_letter(record: ConsumerRecord[bytes, bytes]) -> IncomingRecord:
+    headers = [(name, value or b"") for name, value in record.headers]
+    return IncomingRecord(
+        record.topic, record.partition, record.offset, record.key, record.value, headers
+    )
 
 
 async def replay(bootstrap: str, letters: Sequence[IncomingRecord]) -> None:
@@ -76,15 +109,28 @@ async def replay(bootstrap: str, letters: Sequence[IncomingRecord]) -> None:
 
 
 def choose(letters: list[IncomingRecord], args: argparse.Namespace) -> list[IncomingRecord]:
-    chosen = [
-        letter
-        for letter in letters
-        if (args.all or ref(letter) in args.ref) and args.reason in letter.header("dlq.reason")
-    ]
+    """The letters named by --ref (all of them, or refuse) or picked by --all and --reason
+    (truncated ones skipped, with a line on stderr each)."""
     missing = set(args.ref) - {ref(letter) for letter in letters}
     if missing:
         raise SystemExit(f"dlq: no dead letter at {', '.join(sorted(missing))}")
-    return chosen
+    chosen = [
+        letter
+        for letter in letters
+        if (args.all or ref(letter) in args.ref) and args.reason in letter.header(REASON)
+    ]
+    named_truncated = [
+        ref(letter) for letter in chosen if is_truncated(letter) and ref(letter) in args.ref
+    ]
+    if named_truncated:
+        raise SystemExit(
+            f"dlq: {', '.join(named_truncated)} truncated (only the start of a record too large"
+            " for Kafka was kept): not the original, so it cannot be replayed"
+        )
+    for letter in chosen:
+        if is_truncated(letter):
+            print(f"dlq: skipping {ref(letter)}: truncated, not the original", file=sys.stderr)
+    return [letter for letter in chosen if not is_truncated(letter)]
 
 
 async def run(args: argparse.Namespace, bootstrap: str) -> None:
@@ -95,7 +141,7 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
         return
     chosen = choose(letters, args)
     if not chosen:
-        raise SystemExit("dlq: nothing chosen; name records with --ref P:O or use --all")
+        raise SystemExit("dlq: nothing to replay; name records with --ref P:O or use --all")
     await replay(bootstrap, chosen)
     for letter in chosen:
         print(json.dumps({"replayed": ref(letter), "to": SOURCE_TOPIC}))

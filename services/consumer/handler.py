@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
+from aiokafka.errors import MessageSizeTooLargeError
 from prometheus_client import Counter, Gauge
 
 from services.consumer.process import Outcome, PaymentCreator
-from services.consumer.records import DeadLetter, IncomingRecord
-from shared.model import InvalidRideEvent, parse_ride_event
-from shared.retry import until_done
+from services.consumer.records import (
+    MAX_DEAD_LETTER_BYTES,
+    MAX_REASON_CHARS,
+    DeadLetter,
+    IncomingRecord,
+)
+from shared.model import InvalidRideEvent, RideEvent, parse_ride_event
+from shared.retry import Backoff, until_done
 from shared.stripe_gateway import PermanentStripeError
 
 logger = logging.getLogger(__name__)
@@ -26,7 +32,15 @@ RETRIES = Counter("payments_consumer_retries_total", "Transient failures retried
 DEAD_LETTERS = Counter(
     "payments_consumer_dead_letters_total", "Records sent to the dead-letter topic"
 )
+TRUNCATED_DEAD_LETTERS = Counter(
+    "payments_consumer_dead_letters_truncated_total",
+    "Dead letters stored truncated: the record was over the size Kafka takes",
+)
 IN_FLIGHT = Gauge("payments_consumer_in_flight", "Ride events being handled now")
+
+# A broker whose topic limit is below ours gets a letter of this size instead.
+SMALL_DEAD_LETTER_BYTES = 16 * 1024
+DEAD_LETTER_BACKOFF = Backoff()
 
 SendDeadLetter = Callable[[DeadLetter], Awaitable[None]]
 
@@ -44,46 +58,82 @@ class RideEventHandler:
         return outcome
 
     async def _handle(self, record: IncomingRecord) -> Outcome:
+        """Never raises for a record: what cannot be processed, for any reason, is parked in
+        the dead-letter topic with the reason, and the partition moves on."""
+        ride_id: str | None = None
         try:
             event = parse_ride_event(record.value or b"")
+            ride_id = event.ride_id
+            return await self._create(event, record)
         except InvalidRideEvent as error:
-            return await self._dead_letter(record, error.reason, ride_id=None)
-        log = {"rideId": event.ride_id, "userId": event.user_id, "source": record.position}
-        try:
-            async with self._ride_locks.hold(event.ride_id):
-                outcome = await until_done(
-                    lambda: self._creator.create(event),
-                    what="payment creation",
-                    on_retry=_count_retry,
-                    log_extra=log,
-                )
-        except InvalidRideEvent as error:
-            return await self._dead_letter(record, error.reason, ride_id=event.ride_id)
+            reason = error.reason
         except PermanentStripeError as error:
-            return await self._dead_letter(record, str(error), ride_id=event.ride_id)
+            reason = str(error)
         except Exception as error:
             # A bug or an unforeseen answer: park the record where it can be replayed after
             # the fix rather than stall the partition behind it.
-            logger.exception("unexpected error handling a ride event", extra=log)
+            logger.exception(
+                "unexpected error handling a ride event",
+                extra={"rideId": ride_id, "source": record.position},
+            )
             reason = f"unexpected error: {type(error).__name__}: {error}"
-            return await self._dead_letter(record, reason, ride_id=event.ride_id)
+        return await self._dead_letter(record, reason, ride_id)
+
+    async def _create(self, event: RideEvent, record: IncomingRecord) -> Outcome:
+        log = {"rideId": event.ride_id, "userId": event.user_id, "source": record.position}
+        async with self._ride_locks.hold(event.ride_id):
+            outcome = await until_done(
+                lambda: self._creator.create(event),
+                what="payment creation",
+                on_retry=_count_retry,
+                log_extra=log,
+            )
         logger.info("ride event handled", extra={**log, "outcome": outcome.value})
         return outcome
 
     async def _dead_letter(
         self, record: IncomingRecord, reason: str, ride_id: str | None
     ) -> Outcome:
-        letter = DeadLetter.of(record, reason)
-        log = {"rideId": ride_id, "source": record.position, "reason": reason}
-        await until_done(
-            lambda: self._send_dead_letter(letter),
-            what="dead-letter publish",
-            on_retry=_count_retry,
-            log_extra=log,
-        )
+        log = {"rideId": ride_id, "source": record.position, "reason": reason[:MAX_REASON_CHARS]}
+        letter = await self._store(DeadLetter.of(record, reason), log)
         DEAD_LETTERS.inc()
-        logger.warning("ride event sent to the dead-letter topic", extra=log)
+        if letter.truncated:
+            TRUNCATED_DEAD_LETTERS.inc()
+        logger.warning(
+            "ride event sent to the dead-letter topic",
+            extra={**log, "truncated": letter.truncated},
+        )
         return Outcome.DEAD_LETTERED
+
+    async def _store(self, letter: DeadLetter, log: Mapping[str, object]) -> DeadLetter:
+        """Returns (what was sent) once Kafka holds the letter: only then may the record be
+        acknowledged, and there is nowhere else to keep it, so every failure is retried. A
+        letter over the size Kafka takes is truncated; smaller still if the broker refuses it."""
+        limit, attempt = MAX_DEAD_LETTER_BYTES, 0
+        while True:
+            fitting = letter.within(limit)
+            try:
+                await self._send_dead_letter(fitting)
+                return fitting
+            except Exception as error:
+                _count_retry(error)
+                attempt += 1
+                if _too_large(error) and limit > SMALL_DEAD_LETTER_BYTES:
+                    limit = SMALL_DEAD_LETTER_BYTES
+                    continue
+                delay = DEAD_LETTER_BACKOFF.delay(attempt)
+                logger.error(
+                    "dead-letter publish failed; retrying",
+                    extra={**log, "error": repr(error), "attempt": attempt, "retryInS": delay},
+                )
+                await asyncio.sleep(delay)
+
+
+def _too_large(error: BaseException) -> bool:
+    """Faust wraps the producer's refusal in its own error; the broker's comes as it is."""
+    return isinstance(error, MessageSizeTooLargeError) or isinstance(
+        error.__cause__, MessageSizeTooLargeError
+    )
 
 
 def _count_retry(error: BaseException) -> None:

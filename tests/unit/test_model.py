@@ -62,6 +62,65 @@ def test_invalid_events_say_why(raw: bytes, reason: str) -> None:
         parse_ride_event(raw)
 
 
+def ride(fare: bytes, **extra: bytes) -> bytes:
+    """A ride event with the fare and extra fields given as raw JSON text."""
+    fields = b"".join(b',"%s":%s' % (name.encode(), value) for name, value in extra.items())
+    return b'{"rideId":"r","userId":"u","fare":%s%s}' % (fare, fields)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (ride(b'"1"', deep=b"[" * 5000 + b"]" * 5000), "nested deeper than 32 levels"),
+        (b'{"a":' * 5000 + b"1" + b"}" * 5000, "nested deeper than 32 levels"),
+        (b"[" * 60_000, "nested deeper than 32 levels"),
+        (ride(b"1" * 5000), "number longer than 100 characters"),
+        (ride(b'"1"', n=b"-" + b"9" * 4301), "number longer than 100 characters"),
+        (ride(b"1e999999999"), "over the largest chargeable amount"),
+        (ride(b'"1e999999999"'), "over the largest chargeable amount"),
+        (ride(b"1e9999999999999999999999"), "number out of range"),
+        (ride(b'"1e9999999999999999999999"'), "not a decimal number"),
+        (ride(b'"' + b"9" * 60_000 + b'"'), r"over the largest chargeable amount"),
+        (ride(b"100000000"), "over the largest chargeable amount"),
+        (b'{"rideId":"r\xff","userId":"u","fare":"1"}', "not UTF-8"),
+        (b'{"rideId":"r\xed\xa0\x80","userId":"u","fare":"1"}', "not UTF-8"),
+        ('{"rideId":"r","userId":"u","fare":"1"}'.encode("utf-16"), "not UTF-8"),
+        (b'{"rideId":"r\\ud800","userId":"u","fare":"1"}', "unpaired surrogate"),
+        (b'"' + b'\\"' * 30_000, "not valid JSON"),
+        (ride(b'"1"', pad=b'"' + b"x" * 70_000 + b'"'), "over the 65536 byte limit"),
+    ],
+)
+def test_hostile_events_are_refused_with_a_clear_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(InvalidRideEvent, match=reason):
+        parse_ride_event(raw)
+
+
+def test_reasons_quote_at_most_a_short_excerpt_of_the_input() -> None:
+    with pytest.raises(InvalidRideEvent) as refused:
+        parse_ride_event(ride(b'"' + b"7" * 60_000 + b'"'))
+    assert len(refused.value.reason) < 200
+
+
+def test_a_long_fare_that_rounds_to_zero_is_quoted_only_in_part() -> None:
+    fare = parse_ride_event(ride(b'"0.' + b"0" * 60_000 + b'1"')).fare
+    with pytest.raises(InvalidRideEvent, match="rounds to zero") as refused:
+        to_minor_units(fare, "usd")
+    assert len(refused.value.reason) < 200
+
+
+def test_nesting_and_numbers_inside_strings_are_only_text() -> None:
+    raw = ride(b'"25.50"', note=b'"' + b"[" * 5000 + b"1" * 5000 + b'\\"{"')
+    assert parse_ride_event(raw).fare == Decimal("25.50")
+
+
+def test_a_moderately_nested_extra_field_is_accepted() -> None:
+    assert parse_ride_event(ride(b"7", meta=b"[" * 31 + b"]" * 31)).fare == Decimal(7)
+
+
+def test_a_utf8_byte_order_mark_is_accepted() -> None:
+    assert parse_ride_event(b"\xef\xbb\xbf" + event()).ride_id == "ride123"
+
+
 @pytest.mark.parametrize(
     ("fare", "currency", "minor"),
     [
@@ -79,7 +138,7 @@ def test_fare_to_minor_units_rounds_half_up(fare: str, currency: str, minor: int
     assert to_minor_units(Decimal(fare), currency) == minor
 
 
-@pytest.mark.parametrize("fare", ["0.004", "1000000", "1e400"])
+@pytest.mark.parametrize("fare", ["0.004", "1000000", "1e400", "1e-999999999"])
 def test_unchargeable_fares_are_refused(fare: str) -> None:
     with pytest.raises(InvalidRideEvent):
         to_minor_units(Decimal(fare), "usd")
