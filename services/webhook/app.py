@@ -4,7 +4,6 @@ reconciler)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 import time
@@ -15,7 +14,7 @@ from datetime import timedelta
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
-from services.webhook.events import MalformedEvent, StripeEvent, interpret
+from services.webhook.events import MalformedEvent, StripeEvent, interpret, metric_label
 from services.webhook.fanout import ChangeFanout
 from services.webhook.reconciler import Reconciler
 from services.webhook.signature import SignatureError, verify
@@ -162,14 +161,15 @@ async def _receive_event(request: web.Request) -> web.Response:
         logger.warning("webhook signature refused", extra={"reason": str(error)})
         return _error(400, f"invalid signature: {error}")
     try:
-        event = StripeEvent.parse(json.loads(payload))
+        event = StripeEvent.from_body(payload)
         update = interpret(event)
-    except (ValueError, MalformedEvent) as error:
+    except MalformedEvent as error:
         EVENTS.labels("unknown", "malformed").inc()
         logger.warning("signed webhook body is not a Stripe event", extra={"error": str(error)})
         return _error(400, f"malformed event: {error}")
+    event_label = metric_label(event.type)
     if update is None:
-        EVENTS.labels(event.type, "ignored").inc()
+        EVENTS.labels(event_label, "ignored").inc()
         return web.json_response({"received": True, "result": "ignored"})
     log = {"rideId": update.ride_id, "eventId": event.id, "eventType": event.type}
     try:
@@ -179,12 +179,12 @@ async def _receive_event(request: web.Request) -> web.Response:
     except Exception as error:
         if not is_transient(error):
             raise
-        EVENTS.labels(event.type, "store_failed").inc()
+        EVENTS.labels(event_label, "store_failed").inc()
         logger.error(
             "could not store the change; Stripe will retry", extra={**log, "error": str(error)}
         )
         return _error(503, "payment store unavailable, retry later")
-    EVENTS.labels(event.type, applied.result.value).inc()
+    EVENTS.labels(event_label, applied.result.value).inc()
     if applied.result is Result.UNKNOWN_PAYMENT:
         logger.warning("event for an unknown payment", extra=log)
     elif applied.payment is None:
