@@ -74,10 +74,14 @@ async def readiness_failures(checks: Mapping[str, ReadinessCheck]) -> dict[str, 
     return {name: reason for name, reason in zip(names, results, strict=True) if reason is not None}
 
 
-def health_routes(checks: Mapping[str, ReadinessCheck]) -> list[web.RouteDef]:
+def liveness_route() -> web.RouteDef:
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    return web.get("/healthz", healthz)
+
+
+def health_routes(checks: Mapping[str, ReadinessCheck]) -> list[web.RouteDef]:
     async def readyz(_: web.Request) -> web.Response:
         failed = await readiness_failures(checks)
         if failed:
@@ -88,7 +92,7 @@ def health_routes(checks: Mapping[str, ReadinessCheck]) -> list[web.RouteDef]:
         body = generate_latest(REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    return [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics)]
+    return [liveness_route(), web.get("/readyz", readyz), web.get("/metrics", metrics)]
 
 
 def flag_check(name: str, is_set: Callable[[], bool]) -> ReadinessCheck:

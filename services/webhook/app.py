@@ -1,5 +1,10 @@
-"""Wires the webhook service: routes, adapters and the background loops (outbox relay,
-reconciler)."""
+"""Wires the webhook service: its two apps, the adapters and the background loops (outbox
+relay, reconciler).
+
+The public app (PORT) is all the internet reaches: Stripe's deliveries and /healthz. The
+internal app (INTERNAL_PORT) serves the payments API, readiness and metrics to the cluster.
+The public app owns the adapters and the loops; the internal one uses them.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +13,26 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
+from services.webhook.api_auth import bearer_token_auth
 from services.webhook.events import MalformedEvent, StripeEvent, interpret, metric_label
 from services.webhook.fanout import ChangeFanout
+from services.webhook.payments_api import payments_api_routes
 from services.webhook.reconciler import Reconciler
 from services.webhook.signature import SignatureError, verify
 from services.webhook.status_changes import Result, apply_event
 from shared.bus import NotificationBus, connect_redis
-from shared.observability import ReadinessCheck, health_routes
+from shared.observability import ReadinessCheck, health_routes, liveness_route
 from shared.outbox import OutboxRelay
 from shared.processed_events import ProcessedEvents
 from shared.retry import is_transient
 from shared.settings import Settings
-from shared.store import PaymentStore, public_view
+from shared.store import PaymentStore
 from shared.stripe_gateway import StripeGateway
 
 logger = logging.getLogger(__name__)
@@ -52,15 +59,22 @@ BACKGROUND: web.AppKey[dict[str, Callable[[], bool]]] = web.AppKey("background")
 
 
 def create_app(settings: Settings) -> web.Application:
+    """The public app; it starts and stops the adapters and loops the internal app uses."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[SECRETS] = settings.webhook_secrets()
     app[BACKGROUND] = {}
     app.cleanup_ctx.append(_adapters(settings))
+    app.add_routes([web.post(WEBHOOK_PATH, receive_event), liveness_route()])
+    return app
+
+
+def create_internal_app(service: web.Application, api_tokens: Sequence[str]) -> web.Application:
+    """The internal app, serving the adapters of `service` (the public app) while it runs."""
+    app = web.Application(middlewares=[bearer_token_auth(api_tokens)])
     app.add_routes(
         [
-            web.post(WEBHOOK_PATH, receive_event),
-            web.get("/payment-service/payments/{rideId}", get_payment),
-            *health_routes(_readiness_checks(app)),
+            *payments_api_routes(lambda: service[STORE]),
+            *health_routes(_readiness_checks(service)),
         ]
     )
     return app
@@ -198,14 +212,6 @@ async def _receive_event(request: web.Request) -> web.Response:
     if applied.result is Result.APPLIED and applied.payment is not None:
         app[FANOUT].changed(applied.payment)
     return web.json_response({"received": True, "result": applied.result.value})
-
-
-async def get_payment(request: web.Request) -> web.Response:
-    ride_id = request.match_info["rideId"]
-    document = await request.app[STORE].find_document(ride_id)
-    if document is None:
-        return _error(404, f"no payment for ride {ride_id}")
-    return web.json_response(public_view(document))
 
 
 def _error(status: int, message: str) -> web.Response:
