@@ -40,7 +40,14 @@ async def serve(settings: Settings) -> None:
     runners: list[web.AppRunner] = []
     try:
         for app, port in serving:  # the public app first: it starts the adapters
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+            runner = web.AppRunner(
+                app,
+                access_log=None,
+                shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+                # A body left unread (refused as too large) is not read on and discarded for
+                # aiohttp's default 10 s: its connection closes once the answer is sent.
+                lingering_time=0,
+            )
             runners.append(runner)
             await runner.setup()
             await web.TCPSite(runner, port=port).start()

@@ -44,6 +44,7 @@ PROCESSED_EVENTS_COLLECTION = "processed_events"
 
 EVENTS = Counter("payments_webhook_events_total", "Stripe events received", ["type", "outcome"])
 SIGNATURE_FAILURES = Counter("payments_webhook_signature_failures_total", "Deliveries refused")
+OVERSIZED = Counter("payments_webhook_oversized_bodies_total", "Bodies refused for their size")
 LATENCY = Histogram(
     "payments_webhook_request_seconds",
     "Time to answer a webhook delivery",
@@ -166,7 +167,10 @@ async def receive_event(request: web.Request) -> web.Response:
 
 async def _receive_event(request: web.Request) -> web.Response:
     app = request.app
-    payload = await request.read()
+    payload = await _body_within_limit(request)
+    if payload is None:
+        OVERSIZED.inc()
+        return _error(413, f"request body over {MAX_BODY_BYTES} bytes")
     secrets: list[str] = app[SECRETS]
     try:
         verify(payload, request.headers.get("Stripe-Signature"), secrets)
@@ -212,6 +216,17 @@ async def _receive_event(request: web.Request) -> web.Response:
     if applied.result is Result.APPLIED and applied.payment is not None:
         app[FANOUT].changed(applied.payment)
     return web.json_response({"received": True, "result": applied.result.value})
+
+
+async def _body_within_limit(request: web.Request) -> bytes | None:
+    """The body, or None when it is over MAX_BODY_BYTES: then it is not read at all when its
+    Content-Length says so, and read no further than the limit when it is chunked."""
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        return None
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return None
 
 
 def _error(status: int, message: str) -> web.Response:

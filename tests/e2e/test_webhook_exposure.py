@@ -4,7 +4,10 @@ is refused at once and its connection closed; no log line quotes a request."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,7 +18,7 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 
 from devstack import servers
-from services.webhook.app import WEBHOOK_PATH
+from services.webhook.app import MAX_BODY_BYTES, WEBHOOK_PATH
 from shared.store import PaymentStore
 from tests.conftest import RunningPart
 from tests.e2e.conftest import service_environment
@@ -114,3 +117,72 @@ async def test_the_internal_port_wants_a_token_for_the_payments_api_only(
         assert await status_of(api, token=f"Bearer {token}") == 200, token
     unknown = webhook.internal(f"/payment-service/payments/nope-{seeded_ride}")
     assert await status_of(unknown, token=f"Bearer {TOKENS[1]}") == 404
+
+
+def request_head(content_length: int | None) -> bytes:
+    length = f"Content-Length: {content_length}" if content_length else "Transfer-Encoding: chunked"
+    return (
+        f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: webhook\r\nContent-Type: application/json\r\n"
+        f"Stripe-Signature: t=1,v1={'0' * 64}\r\n{length}\r\n\r\n"
+    ).encode()
+
+
+class Answer(asyncio.Protocol):
+    """What a client receives on one connection, and when the server closed it (reset or not)."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set_result(None)
+
+
+async def post_just_over_the_limit(port: int) -> bytes:
+    """What the server answers before it closes the connection (the whole body is sent)."""
+    loop = asyncio.get_running_loop()
+    transport, answer = await loop.create_connection(Answer, "127.0.0.1", port)
+    try:
+        transport.write(request_head(MAX_BODY_BYTES + 1) + b"x" * (MAX_BODY_BYTES + 1))
+        async with asyncio.timeout(20):  # a connection kept open fails here
+            await answer.closed
+        return bytes(answer.received)
+    finally:
+        transport.close()
+
+
+async def test_oversized_bodies_are_refused_at_once_and_their_connections_closed(
+    webhook: Webhook,
+) -> None:
+    cpu_before, started = webhook.cpu_seconds(), time.monotonic()
+    answers: list[bytes] = []
+    for _ in range(20):
+        batch = [post_just_over_the_limit(webhook.process.port) for _ in range(25)]
+        answers += await asyncio.gather(*batch)
+    elapsed_s = time.monotonic() - started
+    cpu_ms_each = (webhook.cpu_seconds() - cpu_before) * 1000 / len(answers)
+    print(f"500 oversized POSTs: {elapsed_s:.1f} s, webhook CPU {cpu_ms_each:.2f} ms each")
+    assert all(answer.startswith(b"HTTP/1.1 413") for answer in answers), {a[:30] for a in answers}
+    assert cpu_ms_each < 2.0
+    assert elapsed_s < 60
+
+
+async def test_a_chunked_body_is_cut_off_at_the_limit(webhook: Webhook) -> None:
+    """A sender that never stops: the server stops reading at the limit and closes."""
+    chunk = b"x" * 65536
+    frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    _, writer = await asyncio.open_connection("127.0.0.1", webhook.process.port)
+    sent, started = 0, time.monotonic()
+    writer.write(request_head(None))
+    with contextlib.suppress(ConnectionError):
+        while sent < 256 * 1024 * 1024 and time.monotonic() - started < 30:
+            writer.write(frame)
+            await writer.drain()
+            sent += len(chunk)
+    writer.close()
+    print(f"sent {sent / 2**20:.1f} MiB before the server closed")
+    # The socket buffers on both sides hold a few MiB; reading on would take all 256 MiB.
+    assert sent < 32 * 1024 * 1024
