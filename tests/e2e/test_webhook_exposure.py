@@ -186,3 +186,32 @@ async def test_a_chunked_body_is_cut_off_at_the_limit(webhook: Webhook) -> None:
     print(f"sent {sent / 2**20:.1f} MiB before the server closed")
     # The socket buffers on both sides hold a few MiB; reading on would take all 256 MiB.
     assert sent < 32 * 1024 * 1024
+
+
+MARKER = b"Q" * 99_000
+
+
+async def test_no_log_line_quotes_a_request(webhook: Webhook) -> None:
+    """Malformed requests of every kind, each carrying 99 KB of the same byte."""
+    hostile = [
+        request_head(None) + MARKER + b"\r\n",  # chunk size line
+        request_head(None) + b"10;" + MARKER + b"\r\n",  # chunk extension
+        request_head(None).replace(b"\r\n\r\n", b"\r\nX-Pad: " + MARKER[:8000] + b"\1\r\n\r\n"),
+        b"GET /?" + MARKER + b" HTTP/1.1\r\nHost: webhook\r\n\r\n",  # request line
+        b"POST " + MARKER + b" HTTP/1.1\r\n\r\n",
+        MARKER + b"\r\n\r\n",  # not HTTP
+        request_head(len(MARKER) + 2) + b'{"' + MARKER,  # body: not JSON, bad signature
+        b"GET /healthz?token=" + MARKER[:4000] + b" HTTP/1.1\r\nHost: webhook\r\n\r\n",
+    ]
+    loop = asyncio.get_running_loop()
+    for request in hostile:
+        transport, answer = await loop.create_connection(Answer, "127.0.0.1", webhook.process.port)
+        transport.write(request)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(3):
+                await answer.closed
+        transport.close()
+    assert await status_of(webhook.public("/healthz")) == 200
+    lines = webhook.process.log_path.read_bytes().splitlines()
+    quoting = [line[:200] for line in lines if b"QQQQQQQQQQ" in line or len(line) > 8192]
+    assert not quoting, quoting
