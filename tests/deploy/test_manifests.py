@@ -677,7 +677,8 @@ def proxy_conf(service: str) -> str:
     (mount,) = compose()["services"][service]["volumes"]
     source, target = mount.split(":")[:2]
     assert source.startswith("./deploy/compose/") and target == "/etc/nginx/nginx.conf"
-    return (ROOT / source).read_text()
+    text: str = (ROOT / source).read_text()
+    return text
 
 
 def test_compose_webhook_proxy_routes_only_the_webhook_path() -> None:

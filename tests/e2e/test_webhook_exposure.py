@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,9 +17,10 @@ from pathlib import Path
 import aiohttp
 import psutil  # type: ignore[import-untyped]
 import pytest
+from aiohttp import web
 
 from devstack import servers
-from services.webhook.app import MAX_BODY_BYTES, WEBHOOK_PATH
+from services.webhook.app import MAX_BODY_BYTES, WEBHOOK_PATH, create_internal_app
 from shared.store import PaymentStore
 from tests.conftest import RunningPart
 from tests.e2e.conftest import service_environment
@@ -103,6 +105,12 @@ async def test_the_public_port_serves_only_the_webhook_and_healthz(
     for path in (f"/payment-service/payments/{seeded_ride}", "/readyz", "/metrics", "/"):
         assert await status_of(webhook.public(path)) == 404, path
         assert await status_of(webhook.public(path), token=bearer) == 404, path
+
+
+def test_a_payments_api_without_tokens_is_said_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        create_internal_app(web.Application(), [])
+    assert "INTERNAL_API_TOKENS is not set" in caplog.text
 
 
 async def test_the_internal_port_wants_a_token_for_the_payments_api_only(
