@@ -74,7 +74,7 @@ async def webhook(
         await eventually(ready, timeout_s=60, what="the webhook's /readyz on the internal port")
         yield running
     finally:
-        process.stop()
+        assert process.stop() == 0, "SIGTERM: a graceful exit"
 
 
 @pytest.fixture
