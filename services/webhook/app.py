@@ -170,7 +170,9 @@ async def _receive_event(request: web.Request) -> web.Response:
     payload = await _body_within_limit(request)
     if payload is None:
         OVERSIZED.inc()
-        return _error(413, f"request body over {MAX_BODY_BYTES} bytes")
+        refusal = _error(413, f"request body over {MAX_BODY_BYTES} bytes")
+        refusal.force_close()  # the rest of the body is never read: the connection ends here
+        return refusal
     secrets: list[str] = app[SECRETS]
     try:
         verify(payload, request.headers.get("Stripe-Signature"), secrets)

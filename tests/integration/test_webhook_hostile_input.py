@@ -108,3 +108,12 @@ async def test_unknown_event_types_share_one_metric_label(client: Client, unique
     before_known = counted(EVENTS, type="checkout.session.completed", outcome="ignored")
     await client.post(WEBHOOK_PATH, data=known, headers={"Stripe-Signature": signed(known)})
     assert counted(EVENTS, type="checkout.session.completed", outcome="ignored") == before_known + 1
+
+
+async def test_an_oversized_body_is_refused_with_its_connection(client: Client) -> None:
+    before = counted("payments_webhook_oversized_bodies_total")
+    huge = b"x" * (512 * 1024 + 1)
+    response = await client.post(WEBHOOK_PATH, data=huge, headers={"Stripe-Signature": "t=1"})
+    assert response.status == 413
+    assert response.headers["Connection"] == "close"
+    assert counted("payments_webhook_oversized_bodies_total") == before + 1
