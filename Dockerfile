@@ -70,8 +70,8 @@ COPY --from=builder /app /app
 WORKDIR /app
 USER 10001:10001
 
-# consumer health/metrics, webhook, notifier
-EXPOSE 6066 9090 9091
+# consumer health/metrics, webhook (public), notifier, webhook (internal: API, readiness, metrics)
+EXPOSE 6066 9090 9091 9092
 
 STOPSIGNAL SIGTERM
 

@@ -112,9 +112,12 @@ def logs_dir(name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
 
 
-async def wait_ready(process: servers.ChildProcess, timeout_s: float = 90) -> None:
-    """Poll the process's /readyz until it answers 200."""
-    url = f"http://127.0.0.1:{process.port}/readyz"
+async def wait_ready(
+    process: servers.ChildProcess, timeout_s: float = 90, *, port: int | None = None
+) -> None:
+    """Poll the process's /readyz (on `port` when not its own: the webhook's internal port)
+    until it answers 200."""
+    url = f"http://127.0.0.1:{port or process.port}/readyz"
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as http:
         while not await _answers_ok(http, url):

@@ -247,11 +247,13 @@ async def run(args: argparse.Namespace, logs: Path) -> Outcome:
         kafka = parts.kafka()
         await servers.ensure_topics(kafka)
         mongo, redis_url = parts.mongo(), parts.redis()
+        internal_port = servers.free_port()
+        env = webhook_env(kafka, mongo, redis_url, args.log_level)
         webhook = parts.service(
-            WEBHOOK, "services.webhook", webhook_env(kafka, mongo, redis_url, args.log_level)
+            WEBHOOK, "services.webhook", {**env, "INTERNAL_PORT": str(internal_port)}
         )
         bare = parts.service(BARE, "bench.bare_server", {})
-        await harness.wait_ready(webhook)
+        await harness.wait_ready(webhook, port=internal_port)
         rides = ride_ids(WARM, args.warmup) + ride_ids(PREFIX, args.payments)
         print(f"seeding {len(rides)} payments ...", flush=True)
         seed_rate = await seed(mongo, rides, args.senders)

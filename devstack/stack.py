@@ -31,6 +31,7 @@ class Ports:
     stripe: int = 12111
     consumer: int = 6066
     webhook: int = 9090
+    webhook_internal: int = 9092
     notifier: int = 9091
     rider_page: int = 8080
 
@@ -76,6 +77,7 @@ class Stack:
             "redis": ports.redis,
             "consumer": ports.consumer,
             "webhook": ports.webhook,
+            "webhook internal": ports.webhook_internal,
             "notifier": ports.notifier,
             "rider page": ports.rider_page,
         }
@@ -137,7 +139,11 @@ class Stack:
                 "services.webhook",
                 ports.webhook,
                 self.logs,
-                {**env, "PORT": str(ports.webhook)},
+                {
+                    **env,
+                    "PORT": str(ports.webhook),
+                    "INTERNAL_PORT": str(ports.webhook_internal),
+                },
             ),
             servers.python_module(
                 "notifier",
@@ -179,7 +185,12 @@ class Stack:
             (
                 "webhook",
                 f"http://127.0.0.1:{ports.webhook}/payment-service/webhook",
-                f"http://127.0.0.1:{ports.webhook}/readyz",
+                f"http://127.0.0.1:{ports.webhook_internal}/readyz",
+            ),
+            (
+                "webhook (internal)",
+                f"http://127.0.0.1:{ports.webhook_internal}/payment-service/payments/<rideId>",
+                None,
             ),
             (
                 "notifier",

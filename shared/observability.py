@@ -15,12 +15,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 """Returns when the dependency answers; raises (anything) with the reason when it does not."""
 
 READINESS_TIMEOUT_S = 2.0
+# No field of a log line is longer: an exception's message may quote what a client sent.
+MAX_FIELD_CHARS = 4096
 
 # LogRecord attributes that are not the caller's `extra` fields.
 _RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
@@ -39,12 +42,36 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "service": self._service,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _bounded(record.getMessage()),
         }
-        line.update({k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS})
+        line.update({k: _bounded(v) for k, v in vars(record).items() if k not in _RECORD_FIELDS})
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            line["exception"] = _bounded(self.formatException(record.exc_info))
         return json.dumps(line, default=str)
+
+
+def _bounded(value: Any) -> Any:
+    """A long string keeps its start and its end (where a traceback names the error)."""
+    if not isinstance(value, str) or len(value) <= MAX_FIELD_CHARS:
+        return value
+    half = MAX_FIELD_CHARS // 2
+    return f"{value[:half]} [... {len(value) - 2 * half} characters cut ...] {value[-half:]}"
+
+
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse as an error, with a traceback whose message
+    quotes the request's bytes (99 KB in one line, seen). It is the client's fault: this makes
+    it one warning naming the error, quoting nothing the client sent."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else None
+            record.msg, record.args = "malformed HTTP request refused", ()
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+            record.__dict__.update(error=type(error).__name__, status=error.code, peer=peer)
+        return True
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
@@ -55,6 +82,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.setLevel(level.upper())
     for noisy in ("aiokafka", "faust", "mode", "pymongo", "aiohttp.access", "httpx", "stripe"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestFilter) for f in server_log.filters):
+        server_log.addFilter(MalformedRequestFilter())
 
 
 async def readiness_failures(checks: Mapping[str, ReadinessCheck]) -> dict[str, str]:
@@ -74,10 +104,14 @@ async def readiness_failures(checks: Mapping[str, ReadinessCheck]) -> dict[str, 
     return {name: reason for name, reason in zip(names, results, strict=True) if reason is not None}
 
 
-def health_routes(checks: Mapping[str, ReadinessCheck]) -> list[web.RouteDef]:
+def liveness_route() -> web.RouteDef:
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    return web.get("/healthz", healthz)
+
+
+def health_routes(checks: Mapping[str, ReadinessCheck]) -> list[web.RouteDef]:
     async def readyz(_: web.Request) -> web.Response:
         failed = await readiness_failures(checks)
         if failed:
@@ -88,7 +122,7 @@ def health_routes(checks: Mapping[str, ReadinessCheck]) -> list[web.RouteDef]:
         body = generate_latest(REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    return [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics)]
+    return [liveness_route(), web.get("/readyz", readyz), web.get("/metrics", metrics)]
 
 
 def flag_check(name: str, is_set: Callable[[], bool]) -> ReadinessCheck:

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     processed_events_retention_days: float = Field(default=30.0, gt=0)
 
     port: int | None = Field(default=None, ge=1, le=65535)
+    internal_port: int = Field(default=9092, ge=1, le=65535)
+    internal_api_tokens: SecretStr | None = None
     log_level: str = "INFO"
     event_loop: EventLoopKind = "uvloop"
 
@@ -117,6 +119,13 @@ class Settings(BaseSettings):
             return []
         raw = self.stripe_webhook_secret.get_secret_value()
         return [secret.strip() for secret in raw.split(",") if secret.strip()]
+
+    def api_tokens(self) -> list[str]:
+        """INTERNAL_API_TOKENS lists the payments API's bearer tokens, comma separated."""
+        if self.internal_api_tokens is None:
+            return []
+        raw = self.internal_api_tokens.get_secret_value()
+        return [token.strip() for token in raw.split(",") if token.strip()]
 
     def http_port(self, default: int) -> int:
         return self.port if self.port is not None else default

@@ -1,31 +1,37 @@
-"""Wires the webhook service: routes, adapters and the background loops (outbox relay,
-reconciler)."""
+"""Wires the webhook service: its two apps, the adapters and the background loops (outbox
+relay, reconciler).
+
+The public app (PORT) is all the internet reaches: Stripe's deliveries and /healthz. The
+internal app (INTERNAL_PORT) serves the payments API, readiness and metrics to the cluster.
+The public app owns the adapters and the loops; the internal one uses them.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
-from services.webhook.events import MalformedEvent, StripeEvent, interpret
+from services.webhook.api_auth import bearer_token_auth
+from services.webhook.events import MalformedEvent, StripeEvent, interpret, metric_label
+from services.webhook.payments_api import payments_api_routes
 from services.webhook.reconciler import Reconciler
 from services.webhook.signature import SignatureError, verify
 from services.webhook.status_changes import Result, apply_event
 from shared.bus import NotificationBus, connect_redis
-from shared.observability import ReadinessCheck, health_routes
+from shared.observability import ReadinessCheck, health_routes, liveness_route
 from shared.outbox import OutboxRelay
 from shared.processed_events import ProcessedEvents
 from shared.retry import is_transient
 from shared.settings import Settings
-from shared.store import PaymentStore, public_view
+from shared.store import PaymentStore
 from shared.stripe_gateway import StripeGateway
 
 logger = logging.getLogger(__name__)
@@ -37,6 +43,7 @@ PROCESSED_EVENTS_COLLECTION = "processed_events"
 
 EVENTS = Counter("payments_webhook_events_total", "Stripe events received", ["type", "outcome"])
 SIGNATURE_FAILURES = Counter("payments_webhook_signature_failures_total", "Deliveries refused")
+OVERSIZED = Counter("payments_webhook_oversized_bodies_total", "Bodies refused for their size")
 LATENCY = Histogram(
     "payments_webhook_request_seconds",
     "Time to answer a webhook delivery",
@@ -52,15 +59,22 @@ BACKGROUND: web.AppKey[dict[str, Callable[[], bool]]] = web.AppKey("background")
 
 
 def create_app(settings: Settings) -> web.Application:
+    """The public app; it starts and stops the adapters and loops the internal app uses."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[SECRETS] = settings.webhook_secrets()
     app[BACKGROUND] = {}
     app.cleanup_ctx.append(_adapters(settings))
+    app.add_routes([web.post(WEBHOOK_PATH, receive_event), liveness_route()])
+    return app
+
+
+def create_internal_app(service: web.Application, api_tokens: Sequence[str]) -> web.Application:
+    """The internal app, serving the adapters of `service` (the public app) while it runs."""
+    app = web.Application(middlewares=[bearer_token_auth(api_tokens)])
     app.add_routes(
         [
-            web.post(WEBHOOK_PATH, receive_event),
-            web.get("/payment-service/payments/{rideId}", get_payment),
-            *health_routes(_readiness_checks(app)),
+            *payments_api_routes(lambda: service[STORE]),
+            *health_routes(_readiness_checks(service)),
         ]
     )
     return app
@@ -152,7 +166,12 @@ async def receive_event(request: web.Request) -> web.Response:
 
 async def _receive_event(request: web.Request) -> web.Response:
     app = request.app
-    payload = await request.read()
+    payload = await _body_within_limit(request)
+    if payload is None:
+        OVERSIZED.inc()
+        refusal = _error(413, f"request body over {MAX_BODY_BYTES} bytes")
+        refusal.force_close()  # the rest of the body is never read: the connection ends here
+        return refusal
     secrets: list[str] = app[SECRETS]
     try:
         verify(payload, request.headers.get("Stripe-Signature"), secrets)
@@ -161,14 +180,15 @@ async def _receive_event(request: web.Request) -> web.Response:
         logger.warning("webhook signature refused", extra={"reason": str(error)})
         return _error(400, f"invalid signature: {error}")
     try:
-        event = StripeEvent.parse(json.loads(payload))
+        event = StripeEvent.from_body(payload)
         update = interpret(event)
-    except (ValueError, MalformedEvent) as error:
+    except MalformedEvent as error:
         EVENTS.labels("unknown", "malformed").inc()
         logger.warning("signed webhook body is not a Stripe event", extra={"error": str(error)})
         return _error(400, f"malformed event: {error}")
+    event_label = metric_label(event.type)
     if update is None:
-        EVENTS.labels(event.type, "ignored").inc()
+        EVENTS.labels(event_label, "ignored").inc()
         return web.json_response({"received": True, "result": "ignored"})
     log = {"rideId": update.ride_id, "eventId": event.id, "eventType": event.type}
     try:
@@ -178,12 +198,12 @@ async def _receive_event(request: web.Request) -> web.Response:
     except Exception as error:
         if not is_transient(error):
             raise
-        EVENTS.labels(event.type, "store_failed").inc()
+        EVENTS.labels(event_label, "store_failed").inc()
         logger.error(
             "could not store the change; Stripe will retry", extra={**log, "error": str(error)}
         )
         return _error(503, "payment store unavailable, retry later")
-    EVENTS.labels(event.type, applied.result.value).inc()
+    EVENTS.labels(event_label, applied.result.value).inc()
     if applied.result is Result.UNKNOWN_PAYMENT:
         logger.warning("event for an unknown payment", extra=log)
     elif applied.payment is None:
@@ -199,12 +219,15 @@ async def _receive_event(request: web.Request) -> web.Response:
     return web.json_response({"received": True, "result": applied.result.value})
 
 
-async def get_payment(request: web.Request) -> web.Response:
-    ride_id = request.match_info["rideId"]
-    document = await request.app[STORE].find_document(ride_id)
-    if document is None:
-        return _error(404, f"no payment for ride {ride_id}")
-    return web.json_response(public_view(document))
+async def _body_within_limit(request: web.Request) -> bytes | None:
+    """The body, or None when it is over MAX_BODY_BYTES: then it is not read at all when its
+    Content-Length says so, and read no further than the limit when it is chunked."""
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        return None
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return None
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -6,6 +6,8 @@ metadata the consumer set on the PaymentIntent, falling back to the stored Payme
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,13 @@ PAYMENT_INTENT_EVENTS: dict[str, PaymentStatus] = {
     "payment_intent.payment_failed": PaymentStatus.FAILED,
     "payment_intent.canceled": PaymentStatus.CANCELED,
 }
+HANDLED_TYPES = frozenset(SESSION_EVENTS) | frozenset(PAYMENT_INTENT_EVENTS)
+OTHER_TYPE_LABEL = "other"
+
+# Stripe's events nest about 6 deep; json.loads recurses once per level.
+MAX_NESTING = 64
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
 
 
 class MalformedEvent(ValueError):
@@ -33,6 +42,17 @@ class StripeEvent:
     id: str
     type: str
     resource: dict[str, Any]
+
+    @classmethod
+    def from_body(cls, payload: bytes) -> StripeEvent:
+        """The event in a request body; any body that is not one raises MalformedEvent."""
+        if not _nesting_within(payload, MAX_NESTING):
+            raise MalformedEvent(f"body is nested more than {MAX_NESTING} levels deep")
+        try:
+            document = json.loads(payload)
+        except ValueError as error:  # also a number too long to convert
+            raise MalformedEvent(f"body is not JSON: {error}") from None
+        return cls.parse(document)
 
     @classmethod
     def parse(cls, document: object) -> StripeEvent:
@@ -47,6 +67,21 @@ class StripeEvent:
         if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
             raise MalformedEvent("event has no data.object")
         return cls(event_id, event_type, data["object"])
+
+
+def _nesting_within(payload: bytes, limit: int) -> bool:
+    """Whether the JSON text opens at most `limit` arrays or objects inside one another."""
+    depth = 0
+    for bracket in _JSON_BRACKET.finditer(_JSON_STRING.sub(b'""', payload)):
+        depth += 1 if bracket[0] in b"[{" else -1
+        if depth > limit:
+            return False
+    return True
+
+
+def metric_label(event_type: str) -> str:
+    """The type as a metric label: the sender picks types, so only handled ones get their own."""
+    return event_type if event_type in HANDLED_TYPES else OTHER_TYPE_LABEL
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,17 +2,24 @@
 
 The header is `t=<unix time>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>[,v1=...]`. Several
 `v1` entries and several secrets (during rotation) are accepted. Unlike the SDK's helper, a
-timestamp too far in the future is refused as well as a stale one.
+timestamp too far in the future is refused as well as a stale one, and the header is parsed
+strictly (bounded length, ASCII digits, hex signatures), so no header can raise anything but
+SignatureError.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Sequence
 
 TOLERANCE_S = 300
+# Stripe's header is about 150 characters; a few more v1 entries during a secret roll.
+MAX_HEADER_CHARS = 2048
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
 
 
 class SignatureError(Exception):
@@ -44,13 +51,15 @@ def verify(
 
 
 def _parse(header: str) -> tuple[int, list[str]]:
+    if len(header) > MAX_HEADER_CHARS:
+        raise SignatureError("Stripe-Signature header is too long")
     timestamp: int | None = None
     signatures: list[str] = []
     for item in header.split(","):
         key, _, value = item.strip().partition("=")
-        if key == "t" and value.isdigit():
+        if key == "t" and _TIMESTAMP.fullmatch(value):
             timestamp = int(value)
-        elif key == "v1" and value:
+        elif key == "v1" and _SIGNATURE.fullmatch(value):
             signatures.append(value)
     if timestamp is None:
         raise SignatureError("Stripe-Signature header has no timestamp")

@@ -38,6 +38,13 @@ KUSTOMIZATIONS = {
 }
 # The contract: process -> its HTTP port (health/metrics for the consumer).
 PORTS = {"consumer": 6066, "webhook": 9090, "notifier": 9091}
+# The webhook's internal port: payments API, /readyz, /metrics; never reachable from outside.
+WEBHOOK_INTERNAL_PORT = 9092
+# Where probes and Prometheus find each process.
+HEALTH_PORTS = {**PORTS, "webhook": WEBHOOK_INTERNAL_PORT}
+CONTAINER_PORTS = {name: [port] for name, port in PORTS.items()} | {
+    "webhook": [PORTS["webhook"], WEBHOOK_INTERNAL_PORT]
+}
 # Kubernetes versions to validate against: the oldest we support and the newest bundled one.
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 SECRET_NAME = "payments-secrets"
@@ -48,6 +55,7 @@ SECRET_ENV = {
     "REDIS_URL",
     "NOTIFIER_JWT_SECRET",
     "NOTIFIER_JWT_PUBLIC_KEY",
+    "INTERNAL_API_TOKENS",
 }
 # Every env var the processes read: the contract's table, CONSUMER_CONCURRENCY, LOG_LEVEL, the
 # webhook's RECONCILE_* and FAUST_DATADIR (Faust's data directory, pointed at the writable /tmp).
@@ -60,6 +68,7 @@ KNOWN_ENV = SECRET_ENV | {
     "CANCEL_REDIRECT_URL",
     "PAYMENT_CURRENCY",
     "PORT",
+    "INTERNAL_PORT",
     "KAFKA_SESSION_TIMEOUT_S",
     "CONSUMER_CONCURRENCY",
     "LOG_LEVEL",
@@ -267,11 +276,14 @@ def test_each_process_has_a_deployment_and_service_on_its_contract_port(overlay:
         container = only_container(deps[name])
         assert container["command"] == ["python", "-m", f"services.{name}"]
         assert "args" not in container
-        assert [p["containerPort"] for p in container["ports"]] == [port]
+        assert [p["containerPort"] for p in container["ports"]] == CONTAINER_PORTS[name]
         assert env_map(container)["PORT"]["value"] == str(port)
-        (svc_port,) = services[name]["spec"]["ports"]
-        assert svc_port["port"] == port
-        assert container_port(container, svc_port["targetPort"]) == port
+        if name == "webhook":
+            assert env_map(container)["INTERNAL_PORT"]["value"] == str(WEBHOOK_INTERNAL_PORT)
+        svc_ports = services[name]["spec"]["ports"]
+        assert [p["port"] for p in svc_ports] == CONTAINER_PORTS[name]
+        for svc_port in svc_ports:
+            assert container_port(container, svc_port["targetPort"]) == svc_port["port"]
         selector = services[name]["spec"]["selector"]
         pod_labels = deps[name]["spec"]["template"]["metadata"]["labels"]
         assert selector.items() <= pod_labels.items()
@@ -289,7 +301,7 @@ def test_probes_check_the_contract_paths(overlay: str) -> None:
         for probe, path in expected.items():
             http_get = container[probe]["httpGet"]
             assert http_get["path"] == path, (name, probe)
-            assert container_port(container, http_get["port"]) == PORTS[name], (name, probe)
+            assert container_port(container, http_get["port"]) == HEALTH_PORTS[name], (name, probe)
 
 
 @pytest.mark.parametrize("overlay", sorted(KUSTOMIZATIONS))
@@ -319,7 +331,7 @@ def test_pods_are_restricted_and_bounded(overlay: str) -> None:
         assert "emptyDir" in volumes[mounts["/tmp"]], name
         annotations = dep["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
-        assert annotations["prometheus.io/port"] == str(PORTS[name])
+        assert annotations["prometheus.io/port"] == str(HEALTH_PORTS[name])
         assert annotations["prometheus.io/path"] == "/metrics"
         spread = pod["topologySpreadConstraints"]
         assert {c["topologyKey"] for c in spread} >= {
@@ -358,7 +370,13 @@ def test_each_process_gets_the_secrets_it_needs(overlay: str) -> None:
     deps = deployments(overlay)
     needs = {
         "consumer": {"STRIPE_SECRET_KEY", "MONGODB_URI", "REDIS_URL"},
-        "webhook": {"STRIPE_WEBHOOK_SECRET", "STRIPE_SECRET_KEY", "MONGODB_URI", "REDIS_URL"},
+        "webhook": {
+            "STRIPE_WEBHOOK_SECRET",
+            "STRIPE_SECRET_KEY",
+            "MONGODB_URI",
+            "REDIS_URL",
+            "INTERNAL_API_TOKENS",
+        },
         "notifier": {"REDIS_URL"},
     }
     for name, keys in needs.items():
@@ -475,7 +493,15 @@ def test_network_policies_open_only_what_must_talk(overlay: str) -> None:
                     found.append((port["port"], rule.get("from", [])))
         return found
 
-    assert ingress_ports("webhook") == [(9090, [])]
+    # Stripe reaches the public port through the ingress controller only; the internal port is
+    # open to the cluster (callers of the payments API, Prometheus), never to the internet.
+    from_ingress_controller = [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    ]
+    assert sorted(ingress_ports("webhook")) == [
+        (9090, from_ingress_controller),
+        (WEBHOOK_INTERNAL_PORT, [{"namespaceSelector": {}}]),
+    ]
     assert ingress_ports("notifier") == [(9091, [])]
     ((port, sources),) = ingress_ports("consumer")
     assert port == 6066
@@ -599,7 +625,10 @@ def test_compose_runs_the_three_processes_from_the_one_image() -> None:
         assert "STRIPE_SECRET_KEY" in svc["environment"]
     assert "STRIPE_SECRET_KEY" not in services["notifier"]["environment"]
     assert services["consumer"]["ports"] == ["6066:6066"]
-    assert services["webhook"]["ports"] == ["9090:9090"]
+    # The public port only through webhook-proxy; the internal one on the host's loopback only.
+    assert services["webhook"]["ports"] == [f"127.0.0.1:{WEBHOOK_INTERNAL_PORT}:9092"]
+    assert services["webhook"]["environment"]["INTERNAL_PORT"] == str(WEBHOOK_INTERNAL_PORT)
+    assert "INTERNAL_PORT" in json.dumps(services["webhook"]["healthcheck"]["test"])
     assert "ports" not in services["notifier"]
     assert services["notifier"]["deploy"]["replicas"] == 2
     grace = services["notifier"]["stop_grace_period"]
@@ -616,7 +645,7 @@ def test_compose_infrastructure_is_pinned_and_healthy() -> None:
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert services["mongodb"]["image"].startswith("mongo:")
     assert services["redis"]["image"].startswith("redis:")
-    for name in ("kafka", "mongodb", "redis", "notifier-proxy"):
+    for name in ("kafka", "mongodb", "redis", "notifier-proxy", "webhook-proxy"):
         assert "healthcheck" in services[name], name
     assert services["kafka-init"]["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert partitions_created_in_compose("payment-events") == 6
@@ -642,6 +671,47 @@ def test_compose_notifier_proxy_upgrades_websockets() -> None:
     assert "proxy_http_version 1.1;" in conf
     assert re.search(r"server notifier:9091\b", conf)
     assert re.search(r"listen 9091;", conf)
+
+
+def proxy_conf(service: str) -> str:
+    (mount,) = compose()["services"][service]["volumes"]
+    source, target = mount.split(":")[:2]
+    assert source.startswith("./deploy/compose/") and target == "/etc/nginx/nginx.conf"
+    text: str = (ROOT / source).read_text()
+    return text
+
+
+def test_compose_webhook_proxy_routes_only_the_webhook_path() -> None:
+    proxy = compose()["services"]["webhook-proxy"]
+    assert proxy["ports"] == ["9090:9090"]
+    assert proxy["depends_on"]["webhook"]["condition"] == "service_healthy"
+    conf = proxy_conf("webhook-proxy")
+    assert re.search(r"listen 9090;", conf)
+    assert re.search(r"server webhook:9090\b", conf)
+    assert str(WEBHOOK_INTERNAL_PORT) not in conf
+    locations = dict(re.findall(r"location (= \S+|/) \{(.*?)\}", conf, re.DOTALL))
+    assert set(locations) == {"= /payment-service/webhook", "= /healthz", "= /nginx-health", "/"}
+    assert "proxy_pass http://webhook;" in locations["= /payment-service/webhook"]
+    assert "proxy_pass http://webhook;" in locations["= /healthz"]
+    assert "return 404;" in locations["/"]
+
+
+@pytest.mark.parametrize("service", ["notifier-proxy", "webhook-proxy"])
+def test_compose_proxies_log_no_query_strings(service: str) -> None:
+    """Query strings carry tokens (?token= on /payment-ws): logs name the path only."""
+    conf = proxy_conf(service)
+    formats = dict(re.findall(r"log_format (\w+)(.*?);", conf, re.DOTALL))
+    access_logs = re.findall(r"access_log ([^;]+);", conf)
+    assert access_logs
+    for access_log in access_logs:
+        target, *format_name = access_log.split()
+        assert target == "off" or (format_name and format_name[0] in formats), access_log
+    for fields in formats.values():
+        assert "$uri" in fields
+    for variable in ("$request ", '$request"', "$request_uri", "$args", "$query_string", "$arg_"):
+        assert variable not in conf, variable
+    # nginx's error-level lines quote the request line, query string included.
+    assert re.search(r"error_log \S+ crit;", conf)
 
 
 def test_compose_commits_no_secrets() -> None:

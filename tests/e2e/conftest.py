@@ -22,9 +22,15 @@ class System:
     notifier: servers.ChildProcess
     env: dict[str, str]
     stripe_url: str
+    webhook_internal_port: int
 
     def url(self, process: servers.ChildProcess, path: str = "") -> str:
         return f"http://127.0.0.1:{process.port}{path}"
+
+    def internal_url(self, process: servers.ChildProcess, path: str = "") -> str:
+        """Where `process` serves readiness and metrics (and the webhook its payments API)."""
+        port = self.webhook_internal_port if process is self.webhook else process.port
+        return f"http://127.0.0.1:{port}{path}"
 
     @property
     def websocket_url(self) -> str:
@@ -63,7 +69,7 @@ async def wait_ready(system: System, *processes: servers.ChildProcess) -> None:
 async def _is_ready(system: System, process: servers.ChildProcess) -> bool:
     if not process.running:
         raise AssertionError(f"{process.name} exited: {process.tail()}")
-    return await http_status(system.url(process, "/readyz")) == 200
+    return await http_status(system.internal_url(process, "/readyz")) == 200
 
 
 @pytest.fixture
@@ -87,16 +93,18 @@ async def system(
 ) -> AsyncIterator[System]:
     env = service_environment(kafka, mongo, redis_server, stripe_simulator, "e2e")
     ports = {name: servers.free_port() for name in ("consumer", "webhook", "notifier")}
+    webhook_internal_port = servers.free_port()
 
     def start(name: str) -> servers.ChildProcess:
-        process = servers.python_module(
-            name, f"services.{name}", ports[name], logs_dir, {**env, "PORT": str(ports[name])}
-        )
+        own_env = {**env, "PORT": str(ports[name]), "INTERNAL_PORT": str(webhook_internal_port)}
+        process = servers.python_module(name, f"services.{name}", ports[name], logs_dir, own_env)
         process.start(timeout_s=60)
         return process
 
     webhook, notifier = start("webhook"), start("notifier")
-    system = System(start("consumer"), webhook, notifier, env, stripe_simulator.url)
+    system = System(
+        start("consumer"), webhook, notifier, env, stripe_simulator.url, webhook_internal_port
+    )
     await configure_simulator(
         stripe_simulator.url, system.url(system.webhook, "/payment-service/webhook")
     )

@@ -41,7 +41,7 @@ async def test_ride_is_paid_and_the_rider_told_live(
             assert isinstance(link["id"], str)
 
             async with http.get(
-                system.url(system.webhook, f"/payment-service/payments/{ride_id}")
+                system.internal_url(system.webhook, f"/payment-service/payments/{ride_id}")
             ) as r:
                 record = await r.json()
             assert record["status"] == "pending"
@@ -59,7 +59,7 @@ async def test_ride_is_paid_and_the_rider_told_live(
             assert is_after(update["id"], link["id"])
 
         async with http.get(
-            system.url(system.webhook, f"/payment-service/payments/{ride_id}")
+            system.internal_url(system.webhook, f"/payment-service/payments/{ride_id}")
         ) as r:
             record = await r.json()
         assert record["status"] == "succeeded"

@@ -60,7 +60,7 @@ async def test_webhook_killed_before_publishing_still_publishes_each_event_once(
         reserved = await store.reserve(ride, "u", 700, "usd")
         await store.attach_session(reserved, f"cs_{ride}", "https://pay")
     env = service_environment(own_kafka, mongo, redis_server, stripe_simulator, database)
-    port = servers.free_port()
+    port, internal_port = servers.free_port(), servers.free_port()
 
     def webhook(kafka_url: str) -> servers.ChildProcess:
         process = servers.python_module(
@@ -68,7 +68,12 @@ async def test_webhook_killed_before_publishing_still_publishes_each_event_once(
             "services.webhook",
             port,
             logs_dir,
-            {**env, "PORT": str(port), "KAFKA_BOOTSTRAP_SERVERS": kafka_url},
+            {
+                **env,
+                "PORT": str(port),
+                "INTERNAL_PORT": str(internal_port),
+                "KAFKA_BOOTSTRAP_SERVERS": kafka_url,
+            },
         )
         process.start(timeout_s=60)
         return process
@@ -85,7 +90,7 @@ async def test_webhook_killed_before_publishing_still_publishes_each_event_once(
 
     second = webhook(own_kafka.url)
     try:
-        await eventually(lambda: _ready(port), timeout_s=30, what="webhook ready")
+        await eventually(lambda: _ready(internal_port), timeout_s=30, what="webhook ready")
         events = await read_status_events(own_kafka, expected=10)
         unique_events = {event["eventId"]: event for event in events}
         assert sorted(e["rideId"] for e in unique_events.values()) == sorted(rides)

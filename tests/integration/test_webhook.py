@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
 from devstack import servers
-from services.webhook.app import WEBHOOK_PATH, create_app
+from services.webhook.app import WEBHOOK_PATH, create_app, create_internal_app
 from services.webhook.signature import sign
 from shared.bus import NotificationBus
 from shared.settings import Settings
@@ -263,21 +263,24 @@ async def test_malformed_and_oversized_bodies(client: Client) -> None:
     assert response.status == 413
 
 
-async def test_payment_lookup(client: Client, webhook_store: PaymentStore, unique: str) -> None:
+async def test_payment_lookup_on_the_internal_app(
+    client: Client, webhook_store: PaymentStore, unique: str
+) -> None:
     ride = f"ride-{unique}"
     await seed(webhook_store, ride)
-    response = await client.get(f"/payment-service/payments/{ride}")
-    record = await response.json()
-    assert response.status == 200
-    assert {k: record[k] for k in ("rideId", "userId", "amount", "currency", "status")} == {
-        "rideId": ride,
-        "userId": f"user-{ride}",
-        "amount": 2550,
-        "currency": "usd",
-        "status": "pending",
-    }
-    assert record["stripeSessionId"] == f"cs_{ride}" and record["paymentUrl"]
-    assert (await client.get(f"/payment-service/payments/nope-{unique}")).status == 404
+    async with TestClient(TestServer(create_internal_app(client.app, []))) as internal:
+        response = await internal.get(f"/payment-service/payments/{ride}")
+        record = await response.json()
+        assert response.status == 200
+        assert {k: record[k] for k in ("rideId", "userId", "amount", "currency", "status")} == {
+            "rideId": ride,
+            "userId": f"user-{ride}",
+            "amount": 2550,
+            "currency": "usd",
+            "status": "pending",
+        }
+        assert record["stripeSessionId"] == f"cs_{ride}" and record["paymentUrl"]
+        assert (await internal.get(f"/payment-service/payments/nope-{unique}")).status == 404
 
 
 def scenario(ride: str, session_id: str, kind: int) -> tuple[list[dict[str, Any]], str]:

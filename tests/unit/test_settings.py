@@ -17,6 +17,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "KAFKA_BOOTSTRAP_SERVERS",
         "PORT",
         "STRIPE_WEBHOOK_SECRET",
+        "INTERNAL_PORT",
+        "INTERNAL_API_TOKENS",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
@@ -33,6 +35,13 @@ def test_defaults_match_the_contract() -> None:
     assert settings.payment_currency == "usd"
     assert settings.kafka_session_timeout_s == 10
     assert settings.http_port(9090) == 9090
+    assert settings.internal_port == 9092
+    assert settings.api_tokens() == []
+
+
+def test_api_tokens_may_be_rotated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INTERNAL_API_TOKENS", " new-token , old-token ,")
+    assert load_settings().api_tokens() == ["new-token", "old-token"]
 
 
 def test_original_config_toml_keys_are_read(tmp_path: Path) -> None:

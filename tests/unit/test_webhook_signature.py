@@ -39,6 +39,10 @@ def test_accepts_any_of_several_signatures_and_secrets() -> None:
         (lambda: header(body=BODY + b" "), "no signature matches"),
         (lambda: header(at=time.time() - 301), "tolerance"),
         (lambda: header(at=time.time() + 301), "tolerance"),
+        (lambda: f"t={'9' * 400},v1=0", "no timestamp"),
+        (lambda: "t=²,v1=0", "no timestamp"),
+        (lambda: f"t={int(time.time())},v1=é", "no v1"),
+        (lambda: header() + ",v1=00" * 400, "too long"),
     ],
 )
 def test_refuses_what_is_not_provably_from_stripe(
