@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from services.notifier import metrics
 from services.notifier.auth import TokenVerifier
+from services.notifier.frames import FrameProblem, parse_frame
 from services.notifier.hub import Hub
 from shared import messages
 from shared.bus import MESSAGE_ID_PATTERN, NotificationBus, StoredMessage, is_after, still_relevant
@@ -161,12 +162,9 @@ class Connection:
 
     async def _on_text(self, text: str) -> None:
         try:
-            payload = json.loads(text)
-        except ValueError:
-            self._send(messages.error("message is not valid JSON"))
-            return
-        if not isinstance(payload, dict):
-            self._send(messages.error("message must be a JSON object"))
+            payload = parse_frame(text)
+        except FrameProblem as unreadable:
+            self._send(messages.error(str(unreadable)))
             return
         kind = payload.get("type")
         if kind != "register":
