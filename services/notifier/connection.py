@@ -19,14 +19,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import WSCloseCode, WSMsgType, web
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.notifier import metrics
 from services.notifier.auth import TokenVerifier
 from services.notifier.frames import FrameProblem, parse_frame
 from services.notifier.hub import Hub
 from shared import messages
-from shared.bus import MESSAGE_ID_PATTERN, NotificationBus, StoredMessage, is_after, still_relevant
+from shared.bus import NotificationBus, StoredMessage, is_after, is_message_id, still_relevant
 from shared.messages import Message
 from shared.model import identifier_problem
 
@@ -36,6 +37,9 @@ ALREADY_REGISTERED_TEXT = "User already registered"
 CLOSE_TIMEOUT_S = 5.0
 FLUSH_TIMEOUT_S = 2.0
 HISTORY_ATTEMPTS = 3
+# Redis could not be reached: the subscriber's reconnection replays again. Any other failure
+# to replay is the socket's own (its history or its state) and closes only that socket.
+REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +119,9 @@ class Connection:
         """Send what this socket has not seen from the user's history, then the held messages.
 
         With nothing sent yet, that is what is still relevant (open payment links, latest
-        statuses); otherwise everything after the last id sent. False when history could not
-        be read.
+        statuses); otherwise everything after the last id sent. False when Redis could not be
+        reached (the subscriber's reconnection replays again); a failure of this socket's own
+        closes it instead, so that it never holds up the other sockets.
         """
         assert self.user_id is not None
         async with self._replay_lock:
@@ -205,11 +210,18 @@ class Connection:
     async def _replay(self, user_id: str) -> bool:
         try:
             history = await self._history(user_id)
-        except (RedisError, OSError) as error:
+        except REDIS_UNREACHABLE as error:
             logger.warning(
                 "could not read history to replay", extra={"userId": user_id, "error": str(error)}
             )
             return False
+        except Exception:  # this socket's own trouble: it must never reach other sockets
+            logger.exception(
+                "replaying history failed; closing the socket", extra={"userId": user_id}
+            )
+            self._send(messages.error("could not send the messages you missed; reconnect"))
+            self.close_soon(WSCloseCode.INTERNAL_ERROR, "replay failed", flush=True)
+            return True
         missed = history if self._last_sent_id is not None else still_relevant(history)
         for stored in missed:
             if self._send_stored(stored):
@@ -221,7 +233,7 @@ class Connection:
         for attempt in range(1, HISTORY_ATTEMPTS):
             try:
                 return await self._bus.history(user_id, after_id=self._last_sent_id)
-            except (RedisError, OSError):
+            except REDIS_UNREACHABLE:
                 await asyncio.sleep(0.05 * 2**attempt)
         return await self._bus.history(user_id, after_id=self._last_sent_id)
 
@@ -290,6 +302,6 @@ class Connection:
 
 
 def last_id_problem(value: object) -> str | None:
-    if value is None or (isinstance(value, str) and MESSAGE_ID_PATTERN.fullmatch(value)):
+    if value is None or is_message_id(value):
         return None
-    return "lastId must be a message id such as 1718000000000-0"
+    return "lastId must be a message id such as 1718000000000-0 (each part at most 2^64-1)"

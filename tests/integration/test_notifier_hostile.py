@@ -3,25 +3,153 @@ sockets, expired tokens, out-of-range ids and deeply nested frames. Real Redis t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import aiohttp
 import pytest
+import redis.asyncio as redis
 from pydantic import SecretStr
+from redis.exceptions import ResponseError
 
 from shared import messages
+from shared.bus import NotificationBus, connect_redis, is_message_id
 from tests.conftest import RunningPart
-from tests.helpers import next_message
+from tests.helpers import eventually, http_status, next_message
 from tests.integration.test_notifier import (
     StartNotifier,
     expect_close,
     notifier_settings,
+    registered,
     send,
+    start_notifier,
+    until,
 )
 from tests.integration.test_notifier import notifiers as notifiers
 from tests.integration.test_notifier import session as session
+from tests.integration.test_notifier_resilience import own_redis as own_redis
 
 SECRET = "notifier-hostile-test-secret-of-some-length"
+BEYOND_64_BITS = "99999999999999999999-0"
+
+
+# --- message ids -------------------------------------------------------------------------
+
+LARGEST = 2**64 - 1
+VALID_IDS = ["0-0", "1718000000000-0", f"{LARGEST}-0", f"0-{LARGEST}", f"{LARGEST}-{LARGEST - 1}"]
+# Redis refuses to read after these, so the notifier must refuse them from clients.
+OUT_OF_RANGE_IDS = [BEYOND_64_BITS, f"0-{LARGEST + 1}", f"{LARGEST}-{LARGEST}"]
+MALFORMED_IDS: list[object] = ["1718000000000", "-1-0", "1-0 ", "\u0661-0", "", 17, None]
+
+
+async def _redis_reads_after(url: str, message_id: str) -> bool:
+    client = redis.Redis.from_url(url)
+    try:
+        await client.xrange("payments:{nobody}:history", min=f"({message_id}", max="+")
+    except ResponseError:
+        return False
+    finally:
+        await client.aclose()
+    return True
+
+
+@pytest.mark.parametrize("message_id", VALID_IDS)
+async def test_valid_message_ids_are_read_after_by_redis(
+    redis_server: RunningPart, message_id: str
+) -> None:
+    assert is_message_id(message_id)
+    assert await _redis_reads_after(redis_server.url, message_id)
+
+
+@pytest.mark.parametrize("message_id", OUT_OF_RANGE_IDS)
+async def test_ids_redis_refuses_are_not_message_ids(
+    redis_server: RunningPart, message_id: str
+) -> None:
+    assert not await _redis_reads_after(redis_server.url, message_id)
+    assert not is_message_id(message_id)
+
+
+@pytest.mark.parametrize("value", MALFORMED_IDS)
+def test_malformed_ids_are_not_message_ids(value: object) -> None:
+    assert not is_message_id(value)
+
+
+async def test_an_out_of_range_last_id_is_refused_and_a_redis_restart_affects_no_one(
+    own_redis: RunningPart, session: aiohttp.ClientSession, unique: str
+) -> None:
+    running = await start_notifier(notifier_settings(own_redis.url))
+    rider = f"rider-{unique}"
+    try:
+        rider_socket = await registered(session, running, rider)
+        by_url = await session.ws_connect(
+            running.socket_url(userId=f"attacker-{unique}", lastId=BEYOND_64_BITS)
+        )
+        url_reply = await next_message(by_url)
+        by_message = await session.ws_connect(running.socket_url())
+        register = {"type": "register", "userId": f"attacker-{unique}", "lastId": BEYOND_64_BITS}
+        await send(by_message, register)
+        message_reply = await next_message(by_message)
+
+        await asyncio.to_thread(own_redis.process.stop)
+        await asyncio.to_thread(own_redis.process.start)
+
+        async def ready() -> bool:
+            return await http_status(running.url("/readyz")) == 200
+
+        await eventually(ready, timeout_s=20, every_s=0.05, what="/readyz to turn 200 again")
+        subscriber = running.notifier.subscriber
+        await until(lambda: subscriber.reconnects >= 1, "the subscriber to reconnect")
+        bus = NotificationBus(connect_redis(own_redis.url))
+        link = messages.payment_url("r1", "https://pay/1")
+        message_id = await bus.publish(rider, link, version=1)
+        assert await next_message(rider_socket, timeout_s=10) == {**link, "id": message_id}
+        await bus.close()
+        assert await http_status(running.url("/readyz")) == 200
+        reconnects = subscriber.reconnects
+
+        for reply in (url_reply, message_reply):
+            assert reply["type"] == "error" and "lastId" in reply["message"], reply
+        # The socket stays open and can still register properly.
+        await send(by_message, {**register, "lastId": "0-0"})
+        assert (await next_message(by_message))["type"] == "registration_success"
+        assert subscriber.reconnects == reconnects, "the subscriber kept reconnecting"
+        for socket in (rider_socket, by_url, by_message):
+            await socket.close()
+    finally:
+        await running.runner.cleanup()
+
+
+async def test_a_socket_whose_replay_fails_is_closed_and_nobody_else_notices(
+    own_redis: RunningPart, session: aiohttp.ClientSession, unique: str
+) -> None:
+    """One user's unreadable history breaks only that user's sockets, never the subscriber."""
+    running = await start_notifier(notifier_settings(own_redis.url))
+    admin = redis.Redis.from_url(own_redis.url)
+    bus = NotificationBus(connect_redis(own_redis.url))
+    rider, broken = f"rider-{unique}", f"broken-{unique}"
+    try:
+        rider_socket = await registered(session, running, rider)
+        broken_socket = await registered(session, running, broken)
+        await admin.xadd(f"payments:{{{broken}}}:history", {"m": "{not json"})
+        subscriber = running.notifier.subscriber
+        reconnects = subscriber.reconnects
+        assert await admin.client_kill_filter(_type="pubsub") == 1
+
+        reply = await next_message(broken_socket, timeout_s=15)
+        assert reply["type"] == "error" and "reconnect" in reply["message"], reply
+        await expect_close(broken_socket, aiohttp.WSCloseCode.INTERNAL_ERROR)
+
+        await until(subscriber.connected.is_set, "the subscriber to reconnect")
+        link = messages.payment_url("r1", "https://pay/1")
+        message_id = await bus.publish(rider, link, version=1)
+        assert await next_message(rider_socket, timeout_s=10) == {**link, "id": message_id}
+        assert subscriber.reconnects == reconnects + 1, "the subscriber kept reconnecting"
+        assert await http_status(running.url("/readyz")) == 200
+        await rider_socket.close()
+    finally:
+        await admin.aclose()
+        await bus.close()
+        await running.runner.cleanup()
 
 
 # --- frames ------------------------------------------------------------------------------
