@@ -58,6 +58,9 @@ class Hub:
     def sockets_of(self, user_id: str) -> frozenset[Recipient]:
         return frozenset(self._sockets.get(user_id, ()))
 
+    def socket_count(self, user_id: str) -> int:
+        return len(self._sockets.get(user_id, ()))
+
     async def add(self, user_id: str, recipient: Recipient) -> None:
         sockets = self._sockets.setdefault(user_id, set())
         sockets.add(recipient)

@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import time
+from collections.abc import AsyncIterator
 
 import aiohttp
+import jwt
 import pytest
 import redis.asyncio as redis
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from redis.exceptions import ResponseError
 
+from services.notifier.connection import SocketPolicy
 from shared import messages
 from shared.bus import NotificationBus, connect_redis, is_message_id
 from tests.conftest import RunningPart
 from tests.helpers import eventually, http_status, next_message
 from tests.integration.test_notifier import (
+    Socket,
     StartNotifier,
     expect_close,
     notifier_settings,
@@ -31,6 +38,156 @@ from tests.integration.test_notifier_resilience import own_redis as own_redis
 
 SECRET = "notifier-hostile-test-secret-of-some-length"
 BEYOND_64_BITS = "99999999999999999999-0"
+
+
+def _refused(reason: str) -> float:
+    sample = REGISTRY.get_sample_value(
+        "payments_notifier_sockets_refused_total", {"reason": reason}
+    )
+    return sample or 0.0
+
+
+@contextlib.asynccontextmanager
+async def pinging(socket: Socket, every_s: float) -> AsyncIterator[None]:
+    """Ping the server as a browser answers its heartbeats: a frame every `every_s`."""
+
+    async def ping_forever() -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            while not socket.closed:
+                await socket.ping()
+                await asyncio.sleep(every_s)
+
+    pings = asyncio.create_task(ping_forever())
+    try:
+        yield
+    finally:
+        pings.cancel()
+        await asyncio.gather(pings, return_exceptions=True)
+
+
+# --- the registration deadline -----------------------------------------------------------
+
+
+async def test_a_socket_that_answers_pings_but_never_registers_is_closed_at_the_deadline(
+    notifiers: StartNotifier, session: aiohttp.ClientSession
+) -> None:
+    running = await notifiers(policy=SocketPolicy(registration_timeout_s=1.0))
+    timeouts = _refused("registration_timeout")
+    socket = await session.ws_connect(running.socket_url())
+    opened = time.monotonic()
+    # The client's own read timeout restarts on every pong too, hence the outer one.
+    async with pinging(socket, every_s=0.1), asyncio.timeout(15):
+        reply = await next_message(socket)
+        assert reply["type"] == "error" and "registration" in reply["message"]
+        await expect_close(socket, aiohttp.WSCloseCode.POLICY_VIOLATION)
+    assert time.monotonic() - opened >= 0.9, "closed before the deadline"
+    assert _refused("registration_timeout") == timeouts + 1
+
+
+async def test_a_registered_socket_outlives_the_registration_deadline(
+    notifiers: StartNotifier, session: aiohttp.ClientSession, bus: NotificationBus, unique: str
+) -> None:
+    running = await notifiers(policy=SocketPolicy(registration_timeout_s=0.5))
+    user = f"user-{unique}"
+    socket = await registered(session, running, user)
+    deadline_passed = time.monotonic() + 0.6
+    await until(lambda: time.monotonic() > deadline_passed, "the deadline to pass")
+    link = messages.payment_url("r1", "https://pay/1")
+    message_id = await bus.publish(user, link, version=1)
+    assert await next_message(socket) == {**link, "id": message_id}
+    await socket.close()
+
+
+# --- limits ------------------------------------------------------------------------------
+
+
+async def test_sockets_beyond_the_per_user_limit_are_refused_with_1008(
+    notifiers: StartNotifier,
+    session: aiohttp.ClientSession,
+    redis_server: RunningPart,
+    unique: str,
+) -> None:
+    running = await notifiers(notifier_settings(redis_server.url, notifier_max_sockets_per_user=3))
+    user = f"user-{unique}"
+    refusals = _refused("user_limit")
+    held = [await registered(session, running, user) for _ in range(3)]
+
+    by_url = await session.ws_connect(running.socket_url(userId=user))
+    reply = await next_message(by_url)
+    assert reply["type"] == "error" and "too many sockets" in reply["message"], reply
+    await expect_close(by_url, aiohttp.WSCloseCode.POLICY_VIOLATION)
+    by_message = await session.ws_connect(running.socket_url())
+    await send(by_message, {"type": "register", "userId": user})
+    assert "too many sockets" in (await next_message(by_message))["message"]
+    await expect_close(by_message, aiohttp.WSCloseCode.POLICY_VIOLATION)
+    assert _refused("user_limit") == refusals + 2
+    assert len(running.notifier.hub.sockets_of(user)) == 3
+
+    other = await registered(session, running, f"other-{unique}")
+    await held.pop().close()
+    await until(lambda: len(running.notifier.hub.sockets_of(user)) == 2, "a socket to leave")
+    held.append(await registered(session, running, user))
+    for socket in (*held, other):
+        await socket.close()
+
+
+async def test_sockets_beyond_the_process_limit_are_refused_with_1013(
+    notifiers: StartNotifier,
+    session: aiohttp.ClientSession,
+    redis_server: RunningPart,
+    unique: str,
+) -> None:
+    running = await notifiers(notifier_settings(redis_server.url, notifier_max_sockets=3))
+    refusals = _refused("process_limit")
+    held = [await registered(session, running, f"user-{unique}-{i}") for i in range(2)]
+    held.append(await session.ws_connect(running.socket_url()))  # unregistered sockets count
+    await until(lambda: len(running.notifier.sockets) == 3, "three sockets")
+
+    refused = await session.ws_connect(running.socket_url(userId=f"user-{unique}-x"))
+    reply = await next_message(refused)
+    assert reply["type"] == "error" and "try again later" in reply["message"], reply
+    await expect_close(refused, aiohttp.WSCloseCode.TRY_AGAIN_LATER)
+    assert _refused("process_limit") == refusals + 1
+    assert len(running.notifier.sockets) == 3
+
+    await held.pop().close()
+    await until(lambda: len(running.notifier.sockets) == 2, "a socket to leave")
+    held.append(await registered(session, running, f"user-{unique}-y"))
+    for socket in held:
+        await socket.close()
+
+
+# --- token expiry ------------------------------------------------------------------------
+
+
+async def test_a_socket_is_closed_when_its_token_expires(
+    notifiers: StartNotifier,
+    session: aiohttp.ClientSession,
+    redis_server: RunningPart,
+    bus: NotificationBus,
+    unique: str,
+) -> None:
+    running = await notifiers(
+        notifier_settings(redis_server.url, notifier_jwt_secret=SecretStr(SECRET))
+    )
+    user = f"user-{unique}"
+    expired = _refused("token_expired")
+    token = jwt.encode({"sub": user, "exp": int(time.time()) + 3}, SECRET, algorithm="HS256")
+    socket = await registered(session, running, user, token=token)
+    lasting = jwt.encode({"sub": user, "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
+    other = await registered(session, running, user, token=lasting)
+
+    link = messages.payment_url("r1", "https://pay/1")
+    message_id = await bus.publish(user, link, version=1)
+    assert await next_message(socket) == {**link, "id": message_id}, "valid until it expires"
+    reply = await next_message(socket, timeout_s=15)
+    assert reply == messages.error("token expired; reconnect with a new token")
+    await expect_close(socket, aiohttp.WSCloseCode.POLICY_VIOLATION)
+    assert _refused("token_expired") == expired + 1
+
+    assert await next_message(other) == {**link, "id": message_id}
+    assert running.notifier.hub.sockets_of(user) and not other.closed
+    await other.close()
 
 
 # --- message ids -------------------------------------------------------------------------
