@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 
 HISTORY_LENGTH = 200
 HISTORY_TTL_S = 24 * 3600
-MESSAGE_ID_PATTERN = re.compile(r"\d{1,20}-\d{1,20}")
+MESSAGE_ID_PATTERN = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+_LARGEST_ID_PART = 2**64 - 1
 
 # KEYS: user's history stream, ride's last published version.
 # ARGV: message JSON, version, kind ("url" may repeat a version, "status" may not), channel,
@@ -190,6 +191,18 @@ def still_relevant(messages: list[StoredMessage]) -> list[StoredMessage]:
 def _id_order(message_id: str) -> tuple[int, int]:
     milliseconds, sequence = message_id.split("-")
     return int(milliseconds), int(sequence)
+
+
+def is_message_id(value: object) -> bool:
+    """True for an id Redis can read history after: two unsigned 64-bit integers.
+
+    Clients send ids back (`lastId`), so they are checked against what Redis accepts: each part
+    fits 64 bits, and the largest id is refused too, because nothing can come after it.
+    """
+    if not isinstance(value, str) or not MESSAGE_ID_PATTERN.fullmatch(value):
+        return False
+    parts = _id_order(value)
+    return max(parts) <= _LARGEST_ID_PART and parts != (_LARGEST_ID_PART, _LARGEST_ID_PART)
 
 
 def is_after(message_id: str, other_id: str | None) -> bool:

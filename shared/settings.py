@@ -82,6 +82,9 @@ class Settings(BaseSettings):
 
     notifier_jwt_secret: SecretStr | None = None
     notifier_jwt_public_key: SecretStr | None = None
+    notifier_register_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    notifier_max_sockets_per_user: int = Field(default=10, ge=1)
+    notifier_max_sockets: int = Field(default=15_000, ge=1)
 
     @field_validator("payment_currency")
     @classmethod

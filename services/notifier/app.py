@@ -105,6 +105,13 @@ class Notifier:
         )
         await socket.prepare(request)
         connection = Connection(socket, self.bus, self.hub, self._verifier, self._policy)
+        if len(self.sockets) >= self._policy.max_sockets:
+            logger.warning(
+                "refusing a socket: this process is full", extra={"sockets": len(self.sockets)}
+            )
+            why = "this server holds too many sockets; try again later"
+            await connection.refuse(why, WSCloseCode.TRY_AGAIN_LATER, "process_limit")
+            return socket
         self.sockets.add(connection)
         metrics.CONNECTIONS.inc()
         try:
@@ -157,7 +164,7 @@ def create_app(
     notifier = Notifier(
         settings.redis_url,
         verifier_from_settings(settings),
-        policy or SocketPolicy(),
+        policy or SocketPolicy.from_settings(settings),
         drain or DrainPolicy(),
     )
     # aiohttp rounds timers over 5 s up to whole seconds, so with thousands of sockets every

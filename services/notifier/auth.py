@@ -20,6 +20,18 @@ REQUIRED_CLAIMS = ["exp", "sub"]
 VerifyingKey = str | rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 
+# Far beyond any real token; keeps a huge `exp` (PyJWT accepts any integer) within a float.
+LATEST_EXPIRY = 2**40
+
+
+@dataclass(frozen=True, slots=True)
+class TokenGrant:
+    """What an accepted token allows: registering as its `sub` until it expires."""
+
+    expires_at: float
+    """Unix time of the token's `exp`."""
+
+
 @dataclass(frozen=True, slots=True)
 class TokenVerifier:
     keys: dict[str, VerifyingKey]
@@ -27,6 +39,11 @@ class TokenVerifier:
 
     def refusal(self, token: object, user_id: str) -> str | None:
         """Why `token` does not let its bearer register as `user_id`; None when it does."""
+        outcome = self.verify(token, user_id)
+        return outcome if isinstance(outcome, str) else None
+
+    def verify(self, token: object, user_id: str) -> TokenGrant | str:
+        """The grant `token` gives its bearer as `user_id`, or why it gives none."""
         if not isinstance(token, str) or not token:
             return "a token is required"
         try:
@@ -35,7 +52,7 @@ class TokenVerifier:
             return "the token is malformed"
         key = self.keys.get(algorithm) if isinstance(algorithm, str) else None
         if key is None or not isinstance(algorithm, str):
-            return f"tokens signed with {algorithm!r} are not accepted"
+            return f"tokens signed with {algorithm!r:.60} are not accepted"
         try:
             claims = jwt.decode(
                 token, key, algorithms=[algorithm], options={"require": REQUIRED_CLAIMS}
@@ -50,7 +67,7 @@ class TokenVerifier:
             return f"the token is invalid: {error}"
         if claims["sub"] != user_id:
             return "the token was not issued for this userId"
-        return None
+        return TokenGrant(expires_at=float(min(int(claims["exp"]), LATEST_EXPIRY)))
 
 
 def verifier_from_settings(settings: Settings) -> TokenVerifier | None:

@@ -2,11 +2,15 @@
 
 A socket starts unregistered. It registers once, through `userId` in the URL or a `register`
 message; the server then sends `registration_success` and, from history, what the client has
-not seen. Every message to the client goes through one bounded list of pending messages and
-a writer task that exists only while something is pending (an idle socket keeps neither), so a
-client that cannot keep up is closed (it resumes with `lastId`) instead of being buffered
-without end. Each socket remembers the last message id it was sent and never sends an id that
-is not after it: replayed and live messages can overlap, but no message arrives twice.
+not seen. Registration has a hard deadline from connect (pings do not extend it), a user has
+at most so many sockets here, and a socket registered with a token closes when the token
+expires; each refusal is an `error` message, then a close code.
+
+Every message to the client goes through one bounded list of pending messages and a writer
+task that exists only while something is pending (an idle socket keeps neither), so a client
+that cannot keep up is closed (it resumes with `lastId`) instead of being buffered without
+end. Each socket remembers the last message id it was sent and never sends an id that is not
+after it: replayed and live messages can overlap, but no message arrives twice.
 """
 
 from __future__ import annotations
@@ -15,19 +19,22 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import WSCloseCode, WSMsgType, web
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.notifier import metrics
-from services.notifier.auth import TokenVerifier
+from services.notifier.auth import TokenGrant, TokenVerifier
+from services.notifier.frames import FrameProblem, parse_frame
 from services.notifier.hub import Hub
 from shared import messages
-from shared.bus import MESSAGE_ID_PATTERN, NotificationBus, StoredMessage, is_after, still_relevant
+from shared.bus import NotificationBus, StoredMessage, is_after, is_message_id, still_relevant
 from shared.messages import Message
 from shared.model import identifier_problem
+from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +42,10 @@ ALREADY_REGISTERED_TEXT = "User already registered"
 CLOSE_TIMEOUT_S = 5.0
 FLUSH_TIMEOUT_S = 2.0
 HISTORY_ATTEMPTS = 3
+TOKEN_EXPIRED_TEXT = "token expired; reconnect with a new token"
+# Redis could not be reached: the subscriber's reconnection replays again. Any other failure
+# to replay is the socket's own (its history or its state) and closes only that socket.
+REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +53,17 @@ class SocketPolicy:
     # A full replay (shared.bus.HISTORY_LENGTH messages) must fit with room to spare.
     send_queue_size: int = 512
     registration_timeout_s: float = 30.0
+    max_sockets_per_user: int = 10
+    max_sockets: int = 15_000
+    """Sockets in this process, registered or not."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SocketPolicy:
+        return cls(
+            registration_timeout_s=settings.notifier_register_timeout_s,
+            max_sockets_per_user=settings.notifier_max_sockets_per_user,
+            max_sockets=settings.notifier_max_sockets,
+        )
 
 
 class Connection:
@@ -70,7 +92,8 @@ class Connection:
         # there is something to send, so an idle socket costs no queue and no task.
         self._pending: list[Message] | None = None
         self._writer: asyncio.Task[None] | None = None
-        self._registration_deadline = 0.0
+        # The registration deadline, then (with a token) the token's expiry.
+        self._timer: asyncio.TimerHandle | None = None
         self._closing: asyncio.Task[None] | None = None
 
     @property
@@ -84,7 +107,7 @@ class Connection:
 
     async def serve(self, query: Mapping[str, str]) -> None:
         """Speak the protocol until the socket closes."""
-        self._registration_deadline = time.monotonic() + self._policy.registration_timeout_s
+        self._set_timer(self._policy.registration_timeout_s, self._registration_timed_out)
         self._url_token = query.get("token")
         self._url_last_id = query.get("lastId")
         try:
@@ -92,6 +115,7 @@ class Connection:
                 await self._register(query["userId"], self._url_token, self._url_last_id, True)
             await self._read_loop()
         finally:
+            self._cancel_timer()
             if self.user_id is not None:
                 await self._hub.remove(self.user_id, self)
             if self._closing is None:
@@ -114,8 +138,9 @@ class Connection:
         """Send what this socket has not seen from the user's history, then the held messages.
 
         With nothing sent yet, that is what is still relevant (open payment links, latest
-        statuses); otherwise everything after the last id sent. False when history could not
-        be read.
+        statuses); otherwise everything after the last id sent. False when Redis could not be
+        reached (the subscriber's reconnection replays again); a failure of this socket's own
+        closes it instead, so that it never holds up the other sockets.
         """
         assert self.user_id is not None
         async with self._replay_lock:
@@ -138,14 +163,15 @@ class Connection:
     async def close(self, code: int, reason: str, *, flush: bool = False) -> None:
         await self.close_soon(code, reason, flush=flush)
 
+    def refuse(self, why: str, code: int, reason: str) -> asyncio.Task[None]:
+        """Say `why` in an error message, then close with `code`; counted under `reason`."""
+        metrics.REFUSED.labels(reason).inc()
+        self._send(messages.error(why))
+        return self.close_soon(code, reason.replace("_", " "), flush=True)
+
     async def _read_loop(self) -> None:
         while not self.closing:
-            try:
-                frame = await self._socket.receive(timeout=self._registration_time_left())
-            except TimeoutError:
-                self._send(messages.error("no registration received in time"))
-                await self.close(WSCloseCode.POLICY_VIOLATION, "registration timeout", flush=True)
-                return
+            frame = await self._socket.receive()
             if frame.type is WSMsgType.TEXT:
                 await self._on_text(frame.data)
             elif frame.type is WSMsgType.BINARY:
@@ -153,20 +179,33 @@ class Connection:
             else:  # the socket is closing, closed or broken
                 return
 
-    def _registration_time_left(self) -> float | None:
-        if self.user_id is not None:
-            return None
-        # aiohttp treats a zero timeout as none at all.
-        return max(0.001, self._registration_deadline - time.monotonic())
+    def _set_timer(self, delay_s: float, callback: Callable[[], None]) -> None:
+        """Replace the socket's one timer with `callback` after `delay_s`."""
+        self._cancel_timer()
+        self._timer = asyncio.get_running_loop().call_later(delay_s, callback)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _registration_timed_out(self) -> None:
+        # A timer, not a read timeout: pings and pongs end every read, and would extend it.
+        if self.user_id is None and not self.closing:
+            why = "no registration received in time"
+            self.refuse(why, WSCloseCode.POLICY_VIOLATION, "registration_timeout")
+
+    def _token_expired(self) -> None:
+        if self.closing:
+            return
+        logger.info("closing a socket whose token expired", extra={"userId": self.user_id})
+        self.refuse(TOKEN_EXPIRED_TEXT, WSCloseCode.POLICY_VIOLATION, "token_expired")
 
     async def _on_text(self, text: str) -> None:
         try:
-            payload = json.loads(text)
-        except ValueError:
-            self._send(messages.error("message is not valid JSON"))
-            return
-        if not isinstance(payload, dict):
-            self._send(messages.error("message must be a JSON object"))
+            payload = parse_frame(text)
+        except FrameProblem as unreadable:
+            self._send(messages.error(str(unreadable)))
             return
         kind = payload.get("type")
         if kind != "register":
@@ -189,12 +228,18 @@ class Connection:
             self._send(messages.error(problem))
             return
         assert isinstance(user_id, str)
-        refusal = self._verifier.refusal(token, user_id) if self._verifier else None
-        if refusal is not None:
-            logger.warning("registration refused", extra={"userId": user_id, "reason": refusal})
-            self._send(messages.error(f"authentication failed: {refusal}"))
-            await self.close(WSCloseCode.POLICY_VIOLATION, "authentication failed", flush=True)
+        grant = self._verifier.verify(token, user_id) if self._verifier else None
+        if isinstance(grant, str):
+            logger.warning("registration refused", extra={"userId": user_id, "reason": grant})
+            why = f"authentication failed: {grant}"
+            await self.refuse(why, WSCloseCode.POLICY_VIOLATION, "authentication")
             return
+        if self._hub.socket_count(user_id) >= self._policy.max_sockets_per_user:
+            logger.warning("too many sockets for one user", extra={"userId": user_id})
+            why = f"too many sockets for this user (at most {self._policy.max_sockets_per_user})"
+            await self.refuse(why, WSCloseCode.POLICY_VIOLATION, "user_limit")
+            return
+        self._expire_with(grant)
         self.user_id = user_id
         self._via_url = via_url
         self._last_sent_id = last_id if isinstance(last_id, str) else None
@@ -204,14 +249,28 @@ class Connection:
         logger.info("registered", extra={"userId": user_id, "lastId": self._last_sent_id})
         await self.catch_up()
 
+    def _expire_with(self, grant: TokenGrant | None) -> None:
+        """Registered: no more deadline, but the token's expiry when there is one."""
+        if grant is None:
+            self._cancel_timer()
+        else:
+            self._set_timer(grant.expires_at - time.time(), self._token_expired)
+
     async def _replay(self, user_id: str) -> bool:
         try:
             history = await self._history(user_id)
-        except (RedisError, OSError) as error:
+        except REDIS_UNREACHABLE as error:
             logger.warning(
                 "could not read history to replay", extra={"userId": user_id, "error": str(error)}
             )
             return False
+        except Exception:  # this socket's own trouble: it must never reach other sockets
+            logger.exception(
+                "replaying history failed; closing the socket", extra={"userId": user_id}
+            )
+            why = "could not send the messages you missed; reconnect"
+            self.refuse(why, WSCloseCode.INTERNAL_ERROR, "replay_failed")
+            return True
         missed = history if self._last_sent_id is not None else still_relevant(history)
         for stored in missed:
             if self._send_stored(stored):
@@ -223,7 +282,7 @@ class Connection:
         for attempt in range(1, HISTORY_ATTEMPTS):
             try:
                 return await self._bus.history(user_id, after_id=self._last_sent_id)
-            except (RedisError, OSError):
+            except REDIS_UNREACHABLE:
                 await asyncio.sleep(0.05 * 2**attempt)
         return await self._bus.history(user_id, after_id=self._last_sent_id)
 
@@ -292,6 +351,6 @@ class Connection:
 
 
 def last_id_problem(value: object) -> str | None:
-    if value is None or (isinstance(value, str) and MESSAGE_ID_PATTERN.fullmatch(value)):
+    if value is None or is_message_id(value):
         return None
-    return "lastId must be a message id such as 1718000000000-0"
+    return "lastId must be a message id such as 1718000000000-0 (each part at most 2^64-1)"

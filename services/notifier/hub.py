@@ -27,7 +27,7 @@ class Recipient(Protocol):
         """Queue a live message without waiting."""
 
     async def catch_up(self) -> bool:
-        """Send what the socket missed from history; False when history could not be read."""
+        """Send what the socket missed from history; False when Redis could not be reached."""
 
 
 class Subscriptions(Protocol):
@@ -58,6 +58,9 @@ class Hub:
     def sockets_of(self, user_id: str) -> frozenset[Recipient]:
         return frozenset(self._sockets.get(user_id, ()))
 
+    def socket_count(self, user_id: str) -> int:
+        return len(self._sockets.get(user_id, ()))
+
     async def add(self, user_id: str, recipient: Recipient) -> None:
         sockets = self._sockets.setdefault(user_id, set())
         sockets.add(recipient)
@@ -83,8 +86,9 @@ class Hub:
     async def resubscribed(self) -> None:
         """After the subscriber (re)connected: replay to every socket what it missed.
 
-        Raises a Redis ConnectionError when some socket could not read its history, so that
+        Raises a Redis ConnectionError when Redis could not be reached for some socket, so that
         the subscriber reconnects and this runs again (replaying twice sends nothing twice).
+        Any other failure is that socket's alone: logged, and never a reason to run again.
         """
         recipients = [recipient for sockets in self._sockets.values() for recipient in sockets]
         limit = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
@@ -93,7 +97,11 @@ class Hub:
             async with limit:
                 return await recipient.catch_up()
 
-        results = await asyncio.gather(*(catch_up(recipient) for recipient in recipients))
+        results = await asyncio.gather(
+            *(catch_up(recipient) for recipient in recipients), return_exceptions=True
+        )
+        for error in (result for result in results if isinstance(result, Exception)):
+            logger.error("a socket's replay failed", exc_info=error)
         failed = results.count(False)
         if failed:
             raise RedisConnectionError(f"could not replay history to {failed} sockets")

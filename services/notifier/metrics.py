@@ -29,3 +29,9 @@ REDIS_RECONNECTS = Counter(
 SLOW_CLIENTS = Counter(
     "payments_notifier_slow_clients_total", "Sockets closed because they could not keep up"
 )
+REFUSED = Counter(
+    "payments_notifier_sockets_refused_total",
+    "Sockets refused or closed by the notifier's rules: process_limit, user_limit, "
+    "registration_timeout, authentication, token_expired, replay_failed",
+    ["reason"],
+)
