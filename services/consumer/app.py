@@ -12,11 +12,13 @@ from aiohttp import web
 from mode import Service
 
 from services.consumer.handler import RideEventHandler
+from services.consumer.offsets import LedgerApp
 from services.consumer.process import CheckoutSettings, PaymentCreator
 from services.consumer.records import DEAD_LETTER_TOPIC, SOURCE_TOPIC, DeadLetter, IncomingRecord
+from services.consumer.shutdown import Shutdown, WorkAbandoned
 from shared.bus import NotificationBus, connect_redis
 from shared.observability import flag_check, health_routes
-from shared.retry import until_done
+from shared.retry import RetriesStopped, until_done
 from shared.settings import Settings
 from shared.store import PaymentStore
 from shared.stripe_gateway import StripeGateway
@@ -30,7 +32,13 @@ GROUP_ID = "payments"
 class ConsumerRuntime(Service):
     """The adapters and the health server; started before the Faust app, stopped after it."""
 
-    def __init__(self, settings: Settings, dead_letters: faust.TopicT, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        dead_letters: faust.TopicT,
+        shutdown: Shutdown,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.kafka_joined = False
@@ -57,6 +65,7 @@ class ConsumerRuntime(Service):
                 ),
             ),
             self.send_dead_letter,
+            stop_retrying=shutdown.stopping,
         )
 
     async def on_start(self) -> None:
@@ -96,8 +105,22 @@ class ConsumerRuntime(Service):
         logger.info("health server listening", extra={"port": port})
 
 
+class ConsumerApp(LedgerApp):
+    """Starts the bounded shutdown before Faust waits for the events in flight."""
+
+    def __init__(self, shutdown: Shutdown, *args: Any, **kwargs: Any) -> None:
+        self.shutdown = shutdown
+        super().__init__(*args, **kwargs)
+
+    async def on_stop(self) -> None:
+        self.shutdown.begin()
+        await super().on_stop()
+
+
 def create_app(settings: Settings) -> tuple[faust.App, ConsumerRuntime]:
-    app = faust.App(
+    shutdown = Shutdown(settings.shutdown_grace_s)
+    app = ConsumerApp(
+        shutdown,
         GROUP_ID,
         broker=[
             f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")
@@ -112,13 +135,29 @@ def create_app(settings: Settings) -> tuple[faust.App, ConsumerRuntime]:
     )
     source = app.topic(SOURCE_TOPIC, key_serializer="raw", value_serializer="raw")
     dead_letters = app.topic(DEAD_LETTER_TOPIC, key_serializer="raw", value_serializer="raw")
-    runtime = ConsumerRuntime(settings, dead_letters)
+    runtime = ConsumerRuntime(settings, dead_letters, shutdown)
+
+    async def handle(event: faust.EventT[bytes]) -> None:
+        """Handle one event; its offset may be committed only once this returns."""
+        record = _incoming(event)
+        progress = app.offsets.taken(event.message)
+        try:
+            async with shutdown.abandonable():
+                await runtime.handler.handle(record)
+        except (WorkAbandoned, RetriesStopped) as reason:
+            logger.warning(
+                "ride event left to the partition's next owner",
+                extra={"source": record.position, "reason": str(reason)},
+            )
+            return
+        progress.done(event.message.offset)
 
     @app.agent(source, concurrency=settings.consumer_concurrency)
     async def create_payments(stream: faust.StreamT[bytes]) -> None:
         await runtime.store_ready.wait()
         async for event in stream.events():
-            await runtime.handler.handle(_incoming(event))
+            if not shutdown.stopping.is_set():
+                await handle(event)
 
     @app.on_partitions_assigned.connect
     async def _joined(_app: Any, /, *_: Any, signal: Any, **__: Any) -> None:

@@ -32,9 +32,15 @@ SendDeadLetter = Callable[[DeadLetter], Awaitable[None]]
 
 
 class RideEventHandler:
-    def __init__(self, creator: PaymentCreator, send_dead_letter: SendDeadLetter) -> None:
+    def __init__(
+        self,
+        creator: PaymentCreator,
+        send_dead_letter: SendDeadLetter,
+        stop_retrying: asyncio.Event | None = None,
+    ) -> None:
         self._creator = creator
         self._send_dead_letter = send_dead_letter
+        self._stop_retrying = stop_retrying
         self._ride_locks = _KeyedLocks()
 
     async def handle(self, record: IncomingRecord) -> Outcome:
@@ -56,6 +62,7 @@ class RideEventHandler:
                     what="payment creation",
                     on_retry=_count_retry,
                     log_extra=log,
+                    stop=self._stop_retrying,
                 )
         except InvalidRideEvent as error:
             return await self._dead_letter(record, error.reason, ride_id=event.ride_id)
