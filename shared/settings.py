@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # How long a SIGTERM lets events in flight finish before abandoning them: well under
     # the pod's terminationGracePeriodSeconds (60), which must also cover leaving the group.
     shutdown_grace_s: float = Field(default=20.0, ge=0, le=600)
+    # The safety net for payments reserved without a session (services/consumer/orphans.py).
+    orphan_after_s: float = Field(default=300.0, ge=0)
+    orphan_check_interval_s: float = Field(default=60.0, gt=0)
     # Faust's working files; the consumer keeps no state there (no tables), so /tmp is fine.
     faust_datadir: str = str(Path(tempfile.gettempdir()) / "payments-faust")
 

@@ -319,6 +319,25 @@ class PaymentStore:
         )
         return [Payment.from_document(document) async for document in cursor]
 
+    async def server_time(self) -> datetime:
+        """Now by MongoDB's clock: the one clock all replicas share."""
+        hello = await self._client.admin.command("hello")
+        now: datetime = hello["localTime"]
+        return now if now.tzinfo else now.replace(tzinfo=UTC)
+
+    async def reserved_without_session(self, changed_before: datetime, limit: int) -> list[Payment]:
+        """Payments still `pending` without a Checkout Session, last changed before the cutoff."""
+        cursor = self._payments.find(
+            {
+                "status": PaymentStatus.PENDING.value,
+                "updatedAt": {"$lte": changed_before},
+                "stripeSessionId": None,
+            },
+            limit=limit,
+            sort=[("updatedAt", ASCENDING)],
+        )
+        return [Payment.from_document(document) async for document in cursor]
+
     def lease(self, name: str, owner: str, ttl_s: float) -> Lease:
         return Lease(self.sibling("leases"), name, owner, ttl_s)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -13,6 +15,7 @@ from mode import Service
 
 from services.consumer.handler import RideEventHandler
 from services.consumer.offsets import LedgerApp
+from services.consumer.orphans import OrphanSweeper
 from services.consumer.process import CheckoutSettings, PaymentCreator
 from services.consumer.records import DEAD_LETTER_TOPIC, SOURCE_TOPIC, DeadLetter, IncomingRecord
 from services.consumer.shutdown import Shutdown, WorkAbandoned
@@ -53,24 +56,34 @@ class ConsumerRuntime(Service):
         self.gateway = StripeGateway(
             settings.stripe_secret_key.get_secret_value(), settings.stripe_api_base
         )
-        self.handler = RideEventHandler(
-            PaymentCreator(
-                self.store,
-                self.gateway,
-                self.bus,
-                CheckoutSettings(
-                    settings.payment_currency,
-                    settings.success_redirect_url,
-                    settings.cancel_redirect_url,
-                ),
+        creator = PaymentCreator(
+            self.store,
+            self.gateway,
+            self.bus,
+            CheckoutSettings(
+                settings.payment_currency,
+                settings.success_redirect_url,
+                settings.cancel_redirect_url,
             ),
-            self.send_dead_letter,
-            stop_retrying=shutdown.stopping,
+        )
+        self.handler = RideEventHandler(
+            creator, self.send_dead_letter, stop_retrying=shutdown.stopping
+        )
+        self.orphans = OrphanSweeper(
+            self.store,
+            creator,
+            self.store.lease(
+                "orphan-sweeper",
+                owner=f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
+                ttl_s=max(60.0, settings.orphan_check_interval_s * 2),
+            ),
+            orphan_after_s=settings.orphan_after_s,
         )
 
     async def on_start(self) -> None:
         await self._start_health_server()
         self.add_future(self._prepare_store())
+        self.add_future(self._sweep_orphans())
 
     async def on_stop(self) -> None:
         if self._runner is not None:
@@ -89,12 +102,19 @@ class ConsumerRuntime(Service):
         await until_done(self.store.ensure_indexes, what="creating MongoDB indexes")
         self.store_ready.set()
 
+    async def _sweep_orphans(self) -> None:
+        await self.store_ready.wait()
+        await self.orphans.run(self.settings.orphan_check_interval_s)
+
     async def _start_health_server(self) -> None:
         checks = {
             "kafka": flag_check("kafka consumer group membership", lambda: self.kafka_joined),
             "mongodb": self.store.ping,
             "mongodb-indexes": flag_check("index creation", self.store_ready.is_set),
             "redis": self.bus.ping,
+            "orphan-sweeper": flag_check(
+                "the orphaned-payment sweeper", lambda: self.orphans.running
+            ),
         }
         web_app = web.Application()
         web_app.add_routes(health_routes(checks))

@@ -208,3 +208,15 @@ async def _reserved(store: PaymentStore, prefix: str, at_least: int) -> bool:
 async def _heal(stripe: RunningPart) -> None:
     async with aiohttp.ClientSession() as http, http.delete(f"{stripe.url}/_sim/faults") as answer:
         assert answer.status == 200, await answer.text()
+
+
+async def test_a_payment_reserved_without_a_session_too_long_is_finished_by_the_consumer(
+    start_consumer: Callable[..., servers.ChildProcess],
+    store: PaymentStore,
+    bus: NotificationBus,
+    unique: str,
+) -> None:
+    ride = (f"orphan-{unique}", f"orphan-{unique}-user")
+    await store.reserve(*ride, 1250, "usd")  # as if its event had been lost after this
+    start_consumer(ORPHAN_AFTER_S="3", ORPHAN_CHECK_INTERVAL_S="1")
+    await finishes(store, bus, [ride], timeout_s=60)
