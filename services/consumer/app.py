@@ -158,9 +158,10 @@ def create_app(settings: Settings) -> tuple[faust.App, ConsumerRuntime]:
     runtime = ConsumerRuntime(settings, dead_letters, shutdown)
 
     async def handle(event: faust.EventT[bytes]) -> None:
-        """Handle one event; its offset may be committed only once this returns."""
-        record = _incoming(event)
+        """Handle one event and mark it done; one abandoned at shutdown is never marked."""
+        # Before any await: the ledger relies on events being taken in offset order.
         progress = app.offsets.taken(event.message)
+        record = _incoming(event)
         try:
             async with shutdown.abandonable():
                 await runtime.handler.handle(record)

@@ -5,9 +5,9 @@ once later events of its partition are done. `Consumer._new_offset` checks the g
 committed offset off by one (`min(acked) - committed > 1`, where `committed` is already the
 next offset to read) and skips the check when nothing was committed yet (a new group, new
 partitions). It also counts as done the buffered events it skips during a rebalance. Upstream
-issue faust-streaming#606 describes it; its fix was still unmerged when we wrote this. If a
-release fixes it, this module can go, but the e2e tests in
-tests/e2e/test_consumer_at_least_once.py must keep passing.
+issue faust-streaming#606 describes the first two; its fix was still unmerged when we wrote
+this. Before dropping this module after an upgrade, check all three, and keep the e2e tests
+in tests/e2e/test_consumer_at_least_once.py passing.
 
 So the agent tells an `OffsetLedger` when it takes an event and when the event is done, and
 Faust commits, for each partition, the lowest offset taken and not done (or one past the
