@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The AsyncAPI specification's JSON Schemas (npm: no PyPI package ships them), for the tests.
+CONTRACT_TOOLS := contracts/tools/node_modules/.installed
 
-.PHONY: run test lint typecheck pytest install browser clean lock
+.PHONY: run test lint typecheck pytest install browser clean lock contract-tools
 
 run: $(STAMP)
 	$(BIN)/python -m devstack run
@@ -25,8 +27,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(CONTRACT_TOOLS)
 	$(BIN)/python -m pytest
+
+contract-tools: $(CONTRACT_TOOLS)
+
+$(CONTRACT_TOOLS): contracts/tools/package.json contracts/tools/package-lock.json
+	npm ci --prefix contracts/tools --no-audit --no-fund
+	touch $@
 
 lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet pip-tools
