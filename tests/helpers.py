@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from shared import messages
 from shared.messages import Message
+from tests.contracts import check_socket_message, check_topic_record
 
 T = TypeVar("T")
 
@@ -42,6 +43,7 @@ async def next_message(
     frame = await socket.receive(timeout=timeout_s)
     assert frame.type is aiohttp.WSMsgType.TEXT, f"expected a text frame, got {frame.type}"
     message: dict[str, Any] = json.loads(frame.data)
+    check_socket_message(message)
     return message
 
 
@@ -60,7 +62,8 @@ async def read_topic(
     *,
     timeout_s: float = 60.0,
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of `topic` from the start, read until `enough(records)` says so."""
+    """Every record of `topic` from the start, read until `enough(records)` says so; those of a
+    topic the system sends to are held to the contract (tests/contracts.py)."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
     )
@@ -73,6 +76,8 @@ async def read_topic(
                 records += [record for part in batch.values() for record in part]
     finally:
         await consumer.stop()
+    for record in records:
+        check_topic_record(topic, record.value, record.headers)
     return records
 
 

@@ -16,6 +16,9 @@ from .state import EventRecord, JSONObject, SimulatorState
 
 log = logging.getLogger(__name__)
 
+# Of each answer, the start is kept with the delivery (for tests that check what was answered).
+ANSWER_KEPT_BYTES = 4096
+
 _HEADERS = {
     "Content-Type": "application/json; charset=utf-8",
     "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
@@ -111,13 +114,14 @@ class WebhookDeliverer:
         loop = asyncio.get_running_loop()
         started = loop.time()
         status: int | None = None
+        answer: str | None = None
         error: str | None = None
         try:
             async with self._http.post(
                 webhook.url, data=payload, headers=headers, timeout=timeout
             ) as response:
                 status = response.status
-                await response.read()
+                answer = (await response.read())[:ANSWER_KEPT_BYTES].decode("utf-8", "replace")
         except (aiohttp.ClientError, TimeoutError) as exc:
             error = f"{type(exc).__name__}: {exc}"
         ok = status is not None and 200 <= status < 300
@@ -132,6 +136,7 @@ class WebhookDeliverer:
             "timestamp": timestamp,
             "url": webhook.url,
             "status": status,
+            "answer": answer,
             "error": error,
             "ok": ok,
             "duration_ms": elapsed_ms,

@@ -11,7 +11,9 @@ import aiohttp
 import pytest
 
 from devstack import servers
+from services.webhook.app import WEBHOOK_PATH
 from tests.conftest import TEST_STRIPE_KEY, TEST_WEBHOOK_SECRET, RunningPart
+from tests.contracts import check_http_answer
 from tests.helpers import eventually, http_status
 
 
@@ -119,3 +121,34 @@ async def configure_simulator(stripe_url: str, webhook_url: str) -> None:
         config = {"webhook_url": webhook_url, "webhook_secret": TEST_WEBHOOK_SECRET}
         async with session.post(f"{stripe_url}/_sim/config", json=config) as response:
             assert response.status == 200, await response.text()
+
+
+# (event id, attempt) of the webhook answers already held to the contract in this session.
+_ANSWERS_CHECKED: set[tuple[str, int]] = set()
+
+
+@pytest.fixture(autouse=True)
+async def webhook_answers_follow_the_contract(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[None]:
+    """After each test that ran the Stripe simulator, every answer the webhook gave it is held
+    to contracts/openapi.yaml (tests/contracts.py)."""
+    if "stripe_simulator" not in request.fixturenames:
+        yield
+        return
+    simulator: RunningPart = request.getfixturevalue("stripe_simulator")
+    yield
+    await check_webhook_answers(simulator.url)
+
+
+async def check_webhook_answers(stripe_url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{stripe_url}/_sim/events") as response:
+            events = (await response.json())["data"]
+    for event in events:
+        for attempt in event["delivery"]["attempts"]:
+            answered = attempt["status"] is not None and attempt["url"].endswith(WEBHOOK_PATH)
+            seen = (event["id"], attempt["attempt"])
+            if answered and seen not in _ANSWERS_CHECKED:
+                _ANSWERS_CHECKED.add(seen)
+                check_http_answer("post", WEBHOOK_PATH, attempt["status"], attempt["answer"])
