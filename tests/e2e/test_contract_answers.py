@@ -1,0 +1,108 @@
+"""The HTTP answers the running processes give, held to contracts/openapi.yaml: health,
+readiness and metrics of every process, a refused webhook delivery, and the payments API.
+
+The payments API's tests marked xfail(strict) are where the code does not yet send what the
+contract describes (attempts and refunds on the record, the checkout and outstanding routes:
+being built now). Once it does, they pass, strict xfail fails them, and the mark must go.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+
+from devstack import servers
+from services.webhook.app import WEBHOOK_PATH
+from tests.conftest import RunningPart
+from tests.contracts import check_http_answer
+from tests.e2e.conftest import System
+from tests.e2e.test_payment_flow import publish_ride
+from tests.helpers import eventually
+from tests.integration.test_webhook import signed, stripe_event
+
+PAYMENT = "/payment-service/payments/{rideId}"
+CHECKOUT = "/payment-service/payments/{rideId}/checkout"
+OUTSTANDING = "/payment-service/users/{userId}/outstanding"
+BEING_BUILT = "the contract's attempts, refunds and checkout/outstanding routes are being built"
+
+
+async def answer(method: str, url: str, **request: Any) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession() as http, http.request(method, url, **request) as response:
+        return response.status, await response.read()
+
+
+async def checked(system: System, process: servers.ChildProcess, method: str, path: str) -> int:
+    """Ask `process` (on its internal port) `method path`, hold the answer to the contract."""
+    status, body = await answer(method, system.internal_url(process, path))
+    check_http_answer(method, path, status, body)
+    return status
+
+
+async def test_health_readiness_and_metrics_follow_the_contract(system: System) -> None:
+    for process in (system.consumer, system.webhook, system.notifier):
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert await checked(system, process, "GET", path) == 200, (process.name, path)
+    status, body = await answer("GET", system.url(system.webhook, "/healthz"))
+    check_http_answer("GET", "/healthz", status, body)
+
+
+async def test_a_refused_webhook_delivery_follows_the_contract(system: System) -> None:
+    body = json.dumps(stripe_event("checkout.session.expired", {"id": "cs_nope"})).encode()
+    for signature in ("", "t=1,v1=00", signed(body, secret="whsec_someone_else")):
+        status, answered = await answer(
+            "POST",
+            system.url(system.webhook, WEBHOOK_PATH),
+            data=body,
+            headers={"Stripe-Signature": signature},
+        )
+        assert status == 400
+        check_http_answer("POST", WEBHOOK_PATH, status, answered)
+
+
+async def test_an_unknown_ride_follows_the_contract(system: System, unique: str) -> None:
+    path = PAYMENT.replace("{rideId}", f"nope-{unique}")
+    status, body = await answer("GET", system.internal_url(system.webhook, path))
+    assert status == 404
+    check_http_answer("GET", PAYMENT, status, body)
+
+
+async def paid_for_later(system: System, kafka: RunningPart, unique: str) -> str:
+    """A ride whose payment is pending with its link out; its rideId."""
+    ride_id = f"ride-{unique}"
+    await publish_ride(kafka, ride_id, f"user-{unique}", "12.40")
+    url = system.internal_url(system.webhook, PAYMENT.replace("{rideId}", ride_id))
+
+    async def linked() -> bool:
+        status, body = await answer("GET", url)
+        return status == 200 and json.loads(body).get("paymentUrl") is not None
+
+    await eventually(linked, timeout_s=60, what=f"the payment of {ride_id} with its link")
+    return ride_id
+
+
+@pytest.mark.xfail(strict=True, reason=BEING_BUILT)
+async def test_the_payment_record_follows_the_contract(
+    system: System, kafka: RunningPart, unique: str
+) -> None:
+    ride_id = await paid_for_later(system, kafka, unique)
+    path = PAYMENT.replace("{rideId}", ride_id)
+    status, body = await answer("GET", system.internal_url(system.webhook, path))
+    check_http_answer("GET", PAYMENT, status, body)
+
+
+@pytest.mark.xfail(strict=True, reason=BEING_BUILT)
+async def test_checkout_and_outstanding_follow_the_contract(
+    system: System, kafka: RunningPart, unique: str
+) -> None:
+    ride_id = await paid_for_later(system, kafka, unique)
+    checkout = CHECKOUT.replace("{rideId}", ride_id)
+    status, body = await answer("POST", system.internal_url(system.webhook, checkout))
+    assert status == 200, body
+    check_http_answer("POST", CHECKOUT, status, body)
+    outstanding = OUTSTANDING.replace("{userId}", f"user-{unique}")
+    status, body = await answer("GET", system.internal_url(system.webhook, outstanding))
+    assert status == 200, body
+    check_http_answer("GET", OUTSTANDING, status, body)
