@@ -94,7 +94,7 @@ class Contract:
 
 
 def _described(error: ValidationError) -> str:
-    where = "/".join(str(part) for part in error.absolute_path) or "(the message)"
+    where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
     return f"at {where}: {error.message[:300]}"
 
 
@@ -128,9 +128,9 @@ class SentMessage:
         return f"{self.pointer}/headers"
 
 
-def sent_messages(channel_is: str) -> Iterator[tuple[Any, SentMessage]]:
-    """(channel, message) for every message of a `send` operation on a channel of a server
-    speaking `channel_is` (kafka, ws)."""
+def sent_messages(protocol: str) -> Iterator[tuple[Any, SentMessage]]:
+    """(channel, message) for every message of a `send` operation on a channel served over
+    `protocol` (kafka, ws)."""
     document = asyncapi().document
     default_type = document.get("defaultContentType", "application/json")
     for operation in document["operations"].values():
@@ -138,7 +138,7 @@ def sent_messages(channel_is: str) -> Iterator[tuple[Any, SentMessage]]:
             continue
         _, channel = follow(document, operation["channel"])
         protocols = {follow(document, server)[1]["protocol"] for server in channel["servers"]}
-        if channel_is not in protocols:
+        if protocol not in protocols:
             continue
         for reference in operation["messages"]:
             pointer, message = follow(document, reference)
