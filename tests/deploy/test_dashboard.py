@@ -1,6 +1,6 @@
 """The Grafana dashboard: valid JSON whose every query is PromQL Prometheus accepts (promtool
 parses them as recording rules). That each names a metric a service exports is checked
-end-to-end by tests/e2e/test_metric_names.py."""
+end-to-end by tests/e2e/test_monitoring.py."""
 
 from __future__ import annotations
 

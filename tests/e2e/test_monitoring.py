@@ -1,18 +1,26 @@
-"""Every metric the alerts and the dashboard name is exported by one of the three running
-services (scraped where Prometheus scrapes them: the webhook on its internal port), so a
-renamed metric cannot silently blind an alert or a panel."""
+"""The three running services as Prometheus sees them: every metric the alerts and the
+dashboard name is exported by one of them (scraped where Prometheus scrapes them: the webhook on
+its internal port), so a renamed metric cannot silently blind an alert or a panel; and
+`make run`'s Prometheus scrapes all three with the alerts loaded."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+from unittest.mock import ANY
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devstack import prometheus, servers
+from devstack.stack import Ports, Stack, StackOptions
 from tests.deploy.test_alerts import alert_rules
 from tests.deploy.test_dashboard import dashboard_queries
 from tests.e2e.conftest import System
+from tests.helpers import eventually
 
 METRIC_NAME = re.compile(r"\bpayments_[a-z0-9_]+")
 
@@ -87,3 +95,41 @@ def test_names_are_found_in_expressions_and_expositions() -> None:
         "# HELP payments_h_seconds Time\n# TYPE payments_h_seconds histogram\n"
     )
     assert {"payments_x_total", "payments_h_seconds_bucket"} <= series_names(exposition)
+
+
+@pytest.mark.skipif(prometheus.binary() is None, reason="prometheus is not installed")
+async def test_make_run_starts_prometheus_scraping_the_three_services_with_the_alerts(
+    system: System, tmp_path: Path
+) -> None:
+    ports = Ports(
+        consumer=system.consumer.port,
+        webhook_internal=system.webhook_internal_port,
+        notifier=system.notifier.port,
+        prometheus=servers.free_port(),
+    )
+    stack = Stack(StackOptions(folder=tmp_path, ports=ports))
+    await stack.start_prometheus()
+    api = f"http://127.0.0.1:{ports.prometheus}/api/v1"
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def get(path: str) -> Any:
+                async with session.get(f"{api}/{path}") as response:
+                    return (await response.json())["data"]
+
+            async def every_service_up() -> bool:
+                targets = (await get("targets"))["activeTargets"]
+                return sorted((t["labels"]["job"], t["health"]) for t in targets) == [
+                    ("payments-consumer", "up"),
+                    ("payments-notifier", "up"),
+                    ("payments-webhook", "up"),
+                ]
+
+            await eventually(every_service_up, timeout_s=60, what="the three targets up")
+            rules = await get("rules")
+            loaded = {rule["name"] for group in rules["groups"] for rule in group["rules"]}
+            assert loaded == {rule["alert"] for rule in alert_rules()}
+            row = [r for r in stack.endpoints() if r[0] == "prometheus"]
+            assert row == [("prometheus", f"http://127.0.0.1:{ports.prometheus}/alerts", ANY)]
+    finally:
+        stack.stop()
