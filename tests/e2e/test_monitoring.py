@@ -31,8 +31,6 @@ NOT_YET_EXPORTED = {
     "payments_consumer_lag",
     # issue 16, Stripe calls by operation and outcome (outcome "rate_limited" for a 429)
     "payments_stripe_calls_total",
-    # issue 12, the consumer's safety net for payments left without a session
-    "payments_consumer_orphans_finished_total",
 }
 
 # The series prometheus_client exposes for a family of each type.
