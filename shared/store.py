@@ -361,6 +361,12 @@ class PaymentStore:
     def lease(self, name: str, owner: str, ttl_s: float) -> Lease:
         return Lease(self._client, self.sibling("leases"), name, owner, ttl_s)
 
+    @property
+    def collection(self) -> AsyncCollection[Document]:
+        """The payments themselves, for modules that change them in their own ways
+        (shared/refunds.py)."""
+        return self._payments
+
     def sibling(self, name: str) -> AsyncCollection[Document]:
         """Another collection in the payments' database, sharing this store's client."""
         return self._payments.database[name]
