@@ -15,6 +15,7 @@ from mode import Service
 from services.consumer.handler import RideEventHandler
 from services.consumer.process import CheckoutSettings, PaymentCreator
 from services.consumer.records import DEAD_LETTER_TOPIC, SOURCE_TOPIC, DeadLetter, IncomingRecord
+from services.consumer.refund_agent import add_refund_agent
 from shared.bus import NotificationBus, connect_redis
 from shared.observability import flag_check, health_routes
 from shared.retry import until_done
@@ -135,6 +136,8 @@ def create_app(settings: Settings) -> tuple[faust.App, ConsumerRuntime]:
         with runtime.crash_watch():
             async for event in stream.events():
                 await runtime.handler.handle(_incoming(event))
+
+    add_refund_agent(app, runtime, _incoming, settings.consumer_concurrency)
 
     @app.on_partitions_assigned.connect
     async def _joined(_app: Any, /, *_: Any, signal: Any, **__: Any) -> None:
