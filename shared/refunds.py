@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
+from prometheus_client import Counter
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 
@@ -38,6 +39,18 @@ from shared.refund_model import (
 from shared.store import Document, Payment, PaymentStore, utcnow
 
 DISPUTE_OUTCOMES = frozenset({"won", "lost"})
+
+REFUNDS = Counter(
+    "payments_refunds_total",
+    "Refunds settled, by outcome (succeeded, failed, canceled)",
+    ["outcome"],
+)
+REFUNDED = Counter(
+    "payments_refunded_minor_units_total", "Money refunded, in minor units", ["currency"]
+)
+DISPUTES = Counter(
+    "payments_disputes_total", "Dispute changes applied (opened, won, lost)", ["event"]
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +117,8 @@ class RefundBook:
             )
             return _Edit(_with_refunds(document, [*refunds, entry]), source="refund-request")
 
-        document, _ = await self._change({"rideId": request.ride_id}, reserve)
+        before, after = await self._change({"rideId": request.ride_id}, reserve)
+        document = after or before
         if document is None:
             raise RefundRefused("unknown ride: no payment for it")
         [refund] = [r for r in refunds_of(document) if r.refund_id == request.refund_id]
@@ -124,9 +138,11 @@ class RefundBook:
             return _Edit(_with_refunds(document, refunds), update.source, update.event_id)
 
         for selector in selectors:
-            document, changed = await self._change(selector, settle)
-            if document is not None:
-                return Payment.from_document(document) if changed else None
+            before, after = await self._change(selector, settle)
+            if before is not None:
+                if after is not None:
+                    _count_settled(refunds_of(before), refunds_of(after), after["currency"])
+                return Payment.from_document(after) if after else None
         return None
 
     async def open_dispute(
@@ -143,7 +159,10 @@ class RefundBook:
                 fields |= {"status": PaymentStatus.DISPUTED, "statusBeforeDispute": status}
             return _Edit(fields, source, event_id)
 
-        return await self._first_change(selectors, open_)
+        payment = await self._first_change(selectors, open_)
+        if payment is not None:
+            DISPUTES.labels("opened").inc()
+        return payment
 
     async def close_dispute(
         self, selectors: list[Document], dispute_id: str, outcome: str, event_id: str, source: str
@@ -170,7 +189,10 @@ class RefundBook:
 
         if outcome not in DISPUTE_OUTCOMES:
             raise ValueError(f"a dispute closes won or lost, not {outcome!r}")
-        return await self._first_change(selectors, close)
+        payment = await self._first_change(selectors, close)
+        if payment is not None:
+            DISPUTES.labels(outcome).inc()
+        return payment
 
     async def with_pending_refunds(self, quiet_for: timedelta, limit: int) -> list[Document]:
         """Payments with a refund Stripe knows of still pending, unchanged for `quiet_for`."""
@@ -185,31 +207,50 @@ class RefundBook:
         )
         return [document async for document in cursor]
 
+    async def count_with_status(self, status: PaymentStatus) -> int:
+        return await self._payments.count_documents({"status": status.value})
+
     async def _first_change(self, selectors: list[Document], decide: Decision) -> Payment | None:
         for selector in selectors:
-            document, changed = await self._change(selector, decide)
-            if document is not None:
-                return Payment.from_document(document) if changed else None
+            before, after = await self._change(selector, decide)
+            if before is not None:
+                return Payment.from_document(after) if after else None
         return None
 
-    async def _change(self, selector: Document, decide: Decision) -> tuple[Document | None, bool]:
-        """The record after `decide`'s edit (None if no record matches), and whether it
-        changed. The edit is written only onto the version it was decided on."""
+    async def _change(
+        self, selector: Document, decide: Decision
+    ) -> tuple[Document | None, Document | None]:
+        """The record `decide` saw (None if no record matches) and the record after its edit
+        (None when it decided to change nothing). The edit is written only onto the version
+        it was decided on."""
         while True:
             document = await self._payments.find_one(selector)
             if document is None:
-                return None, False
+                return None, None
             edit = decide(document)
             if edit is None:
-                return document, False
+                return document, None
             changed = await self._payments.find_one_and_update(
                 {"_id": document["_id"], "version": document["version"]},
                 _update(document, edit),
                 return_document=ReturnDocument.AFTER,
             )
             if changed is not None:
-                return changed, True
+                return document, changed
             await asyncio.sleep(random.uniform(0, 0.05))  # lost a race: decide again
+
+
+def _count_settled(before: list[Refund], after: list[Refund], currency: str) -> None:
+    """Metrics of the refunds one change settled."""
+    was = {r.refund_id: r.status for r in before}
+    for refund in after:
+        if refund.status is not RefundStatus.PENDING and was.get(refund.refund_id) in (
+            None,
+            RefundStatus.PENDING,
+        ):
+            REFUNDS.labels(refund.status.value).inc()
+            if refund.status is RefundStatus.SUCCEEDED:
+                REFUNDED.labels(currency).inc(refund.amount)
 
 
 def refunds_of(document: Document) -> list[Refund]:

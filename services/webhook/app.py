@@ -24,12 +24,14 @@ from services.webhook.events import MalformedEvent, StripeEvent, interpret, metr
 from services.webhook.payments_api import payments_api_routes
 from services.webhook.reconciler import Reconciler
 from services.webhook.refund_events import apply_money_back, interpret_money_back
+from services.webhook.refund_reconciliation import RefundSettler
 from services.webhook.signature import SignatureError, verify
 from services.webhook.status_changes import Result, apply_event
 from shared.bus import NotificationBus, connect_redis
 from shared.observability import ReadinessCheck, health_routes, liveness_route
 from shared.outbox import OutboxRelay
 from shared.processed_events import ProcessedEvents
+from shared.refunds import RefundBook
 from shared.retry import is_transient
 from shared.settings import Settings
 from shared.store import PaymentStore
@@ -154,6 +156,13 @@ def _reconciler(
         batch=settings.reconcile_batch,
         rate_per_s=settings.reconcile_rate_per_s,
         renew_every_s=lease_ttl_s / 3,
+        refunds=RefundSettler(
+            RefundBook(store),
+            gateway,
+            relay.publish_soon,
+            settle_after_s=settings.reconcile_after_s,
+            batch=settings.reconcile_batch,
+        ),
     )
 
 

@@ -41,14 +41,14 @@ async def paid_rides(stripe: RunningPart, store: PaymentStore, prefix: str) -> l
                 async with http.post(f"{stripe.url}/_sim/sessions/{session.id}/pay") as answer:
                     assert answer.status == 200, await answer.text()
                 paid = await gateway.retrieve_checkout_session(session.id)
-                documents.append(_paid_record(ride, session.id, paid.payment_intent_id))
+                documents.append(paid_record(ride, session.id, paid.payment_intent_id))
     finally:
         await gateway.close()
     await store.collection.insert_many(documents)
     return rides
 
 
-def _paid_record(ride: str, session_id: str, payment_intent_id: str | None) -> dict[str, Any]:
+def paid_record(ride: str, session_id: str, payment_intent_id: str | None) -> dict[str, Any]:
     now = utcnow()
     return {
         "rideId": ride,
