@@ -16,6 +16,7 @@ from shared.bus import NotificationBus
 from shared.store import PaymentStore
 from tests.conftest import RunningPart
 from tests.e2e.conftest import System
+from tests.e2e.test_consumer import dlq_tool
 from tests.e2e.test_payment_flow import publish_ride
 from tests.helpers import eventually, read_topic
 
@@ -247,3 +248,30 @@ async def test_concurrent_partial_refunds_never_exceed_the_charge(
     assert len(refused) == 20 - fit
     assert all("over what remains" in reason or "pending" in reason for reason in refused.values())
     assert ids == set(refused) | {r["metadata"]["refundId"] for r in refunded}
+
+
+async def test_a_dead_lettered_refund_replayed_once_the_ride_is_paid(
+    system: System, kafka: RunningPart, e2e_store: PaymentStore, unique: str
+) -> None:
+    ride, refund_id = f"later-{unique}", f"rf-later-{unique}"
+    await publish_ride(kafka, ride, f"user-{ride}", "25.50")
+    await eventually(
+        lambda: _with(e2e_store, ride, lambda d: d.get("stripeSessionId") is not None),
+        timeout_s=60,
+        what="the ride's session",
+    )
+    await request_refunds(kafka, [{"refundId": refund_id, "rideId": ride}])
+    await dead_letter_reasons(kafka, {refund_id})
+    await paid_ride(system, kafka, e2e_store, ride)  # the cause, fixed
+
+    listed = await dlq_tool(kafka, "--topic", "refund-requests-dlq", "list")
+    [letter] = [letter for letter in listed if refund_id in letter["value"]]
+    assert letter["source"].startswith("refund-requests[")
+    replayed = await dlq_tool(
+        kafka, "--topic", "refund-requests-dlq", "replay", "--ref", letter["ref"]
+    )
+    assert replayed == [{"replayed": letter["ref"], "to": "refund-requests"}]
+    document = await eventually(
+        lambda: settled(e2e_store, ride, 1), timeout_s=60, what="the replayed refund settled"
+    )
+    assert (document["status"], document["amountRefunded"]) == ("refunded", CHARGE)
