@@ -62,7 +62,19 @@ class PaymentStatus(StrEnum):
         return self in FINAL_STATUSES
 
 
-FINAL_STATUSES = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.CANCELED, PaymentStatus.EXPIRED})
+# Final as far as paying goes: no checkout event moves them (refunds and disputes move a paid
+# ride on), and their payment link is no longer offered.
+FINAL_STATUSES = frozenset(
+    {
+        PaymentStatus.SUCCEEDED,
+        PaymentStatus.CANCELED,
+        PaymentStatus.EXPIRED,
+        PaymentStatus.PARTIALLY_REFUNDED,
+        PaymentStatus.REFUNDED,
+        PaymentStatus.DISPUTED,
+        PaymentStatus.DISPUTE_LOST,
+    }
+)
 
 # `failed` is not final: the customer may retry the card in the same Checkout Session.
 ALLOWED_TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {

@@ -8,6 +8,8 @@ from decimal import Decimal
 
 import pytest
 
+from shared import messages
+from shared.bus import StoredMessage, still_relevant
 from shared.model import InvalidRideEvent, PaymentStatus, status_after_refunds
 from shared.refund_model import (
     Refund,
@@ -16,6 +18,7 @@ from shared.refund_model import (
     amount_to_refund,
     parse_refund_request,
 )
+from tests.helpers import status_update
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
 
@@ -89,3 +92,10 @@ def test_the_status_follows_the_sum_refunded() -> None:
 def test_stripe_statuses_we_do_not_know_stay_pending() -> None:
     assert RefundStatus.from_stripe("requires_action") is RefundStatus.PENDING
     assert RefundStatus.from_stripe("canceled") is RefundStatus.CANCELED
+
+
+@pytest.mark.parametrize("status", ["partially_refunded", "refunded", "disputed", "dispute_lost"])
+def test_a_refunded_or_disputed_ride_no_longer_offers_its_payment_link(status: str) -> None:
+    link = StoredMessage("1-0", messages.payment_url("ride-1", "https://pay/cs_1"))
+    update = StoredMessage("2-0", status_update("ride-1", status, "cs_1"))
+    assert still_relevant([link, update]) == [update]
