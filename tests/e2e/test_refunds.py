@@ -275,3 +275,39 @@ async def test_a_dead_lettered_refund_replayed_once_the_ride_is_paid(
         lambda: settled(e2e_store, ride, 1), timeout_s=60, what="the replayed refund settled"
     )
     assert (document["status"], document["amountRefunded"]) == ("refunded", CHARGE)
+
+
+async def dispute_at_stripe(system: System, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{system.stripe_url}/_sim/disputes{path}", json=body) as response:
+            assert response.status == 200, await response.text()
+            answer: dict[str, Any] = await response.json()
+            return answer
+
+
+@pytest.mark.parametrize(("outcome", "final"), [("won", "succeeded"), ("lost", "dispute_lost")])
+async def test_a_dispute_opened_and_closed_at_stripe(
+    system: System,
+    kafka: RunningPart,
+    e2e_store: PaymentStore,
+    unique: str,
+    outcome: str,
+    final: str,
+) -> None:
+    ride = f"dispute-{outcome}-{unique}"
+    await paid_ride(system, kafka, e2e_store, ride)
+    document = await record(e2e_store, ride)
+    assert document is not None
+    opened = await dispute_at_stripe(system, "", {"session": document["stripeSessionId"]})
+    await eventually(
+        lambda: _with(e2e_store, ride, lambda d: d["status"] == "disputed"),
+        timeout_s=30,
+        what="the ride disputed",
+    )
+    await dispute_at_stripe(system, f"/{opened['dispute']['id']}/close", {"outcome": outcome})
+    closed = await eventually(
+        lambda: _with(e2e_store, ride, lambda d: d["status"] == final),
+        timeout_s=30,
+        what=f"the dispute {outcome}",
+    )
+    assert [h["status"] for h in closed["history"]][-2:] == ["disputed", final]
