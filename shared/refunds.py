@@ -59,6 +59,7 @@ class Reservation:
 
     payment: Payment
     refund: Refund
+    record: Document  # as it was read or written: the next change starts from it
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +123,13 @@ class RefundBook:
         if document is None:
             raise RefundRefused("unknown ride: no payment for it")
         [refund] = [r for r in refunds_of(document) if r.refund_id == request.refund_id]
-        return Reservation(Payment.from_document(document), refund)
+        return Reservation(Payment.from_document(document), refund, document)
 
-    async def settle(self, selectors: list[Document], update: RefundUpdate) -> Payment | None:
+    async def settle(
+        self, selectors: list[Document], update: RefundUpdate, last_seen: Document | None = None
+    ) -> Payment | None:
         """Apply what Stripe says about a refund; the payment when it changed, else None.
+        `last_seen`, a recent read of the record, saves reading it again when still current.
 
         A refund moves only from pending (to succeeded, failed or canceled): events in any
         order and any number of copies end in the same record.
@@ -138,7 +142,7 @@ class RefundBook:
             return _Edit(_with_refunds(document, refunds), update.source, update.event_id)
 
         for selector in selectors:
-            before, after = await self._change(selector, settle)
+            before, after = await self._change(selector, settle, last_seen)
             if before is not None:
                 if after is not None:
                     _count_settled(refunds_of(before), refunds_of(after), after["currency"])
@@ -218,17 +222,20 @@ class RefundBook:
         return None
 
     async def _change(
-        self, selector: Document, decide: Decision
+        self, selector: Document, decide: Decision, last_seen: Document | None = None
     ) -> tuple[Document | None, Document | None]:
         """The record `decide` saw (None if no record matches) and the record after its edit
         (None when it decided to change nothing). The edit is written only onto the version
         it was decided on."""
         while True:
-            document = await self._payments.find_one(selector)
+            recent, last_seen = last_seen, None
+            document = recent or await self._payments.find_one(selector)
             if document is None:
                 return None, None
             edit = decide(document)
             if edit is None:
+                if recent is not None:
+                    continue  # decided on a copy: only the stored record can say "nothing"
                 return document, None
             changed = await self._payments.find_one_and_update(
                 {"_id": document["_id"], "version": document["version"]},

@@ -63,6 +63,7 @@ class RefundIssuer:
                 amount=created.amount,
                 failure_reason=created.failure_reason,
             ),
+            last_seen=reservation.record,
         )
         logger.debug(
             "stripe refund created",
