@@ -311,3 +311,20 @@ async def test_a_dispute_opened_and_closed_at_stripe(
         what=f"the dispute {outcome}",
     )
     assert [h["status"] for h in closed["history"]][-2:] == ["disputed", final]
+
+
+async def test_the_payments_api_shows_refunds_and_disputes(
+    system: System, kafka: RunningPart, e2e_store: PaymentStore, unique: str
+) -> None:
+    ride = f"api-{unique}"
+    await paid_ride(system, kafka, e2e_store, ride)
+    await request_refunds(kafka, [{"refundId": f"rf-{unique}", "rideId": ride, "amount": "1"}])
+    await eventually(lambda: settled(e2e_store, ride, 1), timeout_s=60, what="the refund")
+    url = system.internal_url(system.webhook, f"/payment-service/payments/{ride}")
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        assert response.status == 200, await response.text()
+        shown = await response.json()
+    assert (shown["status"], shown["amountRefunded"]) == ("partially_refunded", 100)
+    [refund] = shown["refunds"]
+    assert refund["refundId"] == f"rf-{unique}" and refund["stripeRefundId"].startswith("re_")
+    assert isinstance(refund["createdAt"], str)
