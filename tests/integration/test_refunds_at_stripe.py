@@ -1,16 +1,17 @@
-"""Refunds whose webhook was lost are settled by asking Stripe (the simulator), against real
-MongoDB: the refund's outcome, the sum refunded, the status and its outbox entry."""
+"""Refunds against the Stripe simulator and real MongoDB: refunds whose webhook was lost are
+settled by asking Stripe (the reconciler), and a refund Stripe refuses releases its amount."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
 import aiohttp
+import pytest
 
 from services.consumer.refunds import RefundIssuer
 from services.webhook.refund_reconciliation import RefundSettler
 from shared.outbox import OutboxRelay
-from shared.refund_model import RefundRequest
+from shared.refund_model import RefundRefused, RefundRequest
 from shared.refunds import RefundBook
 from shared.store import PaymentStore
 from shared.stripe_gateway import CheckoutRequest, StripeGateway
@@ -67,3 +68,25 @@ async def test_refunds_stuck_pending_are_settled_by_asking_stripe(
         "lost": "failed",
     }
     assert document["history"][-1]["source"] == "reconciler"
+
+
+async def test_a_refund_stripe_refuses_releases_its_reservation(
+    simulator: str, gateway: StripeGateway, store: PaymentStore, unique: str
+) -> None:
+    ride = f"ride-{unique}"
+    await paid_ride(simulator, gateway, store, ride)
+    issuer = RefundIssuer(RefundBook(store), gateway)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{simulator}/_sim/faults", json={"status": 400}) as answer:
+            assert answer.status == 200  # the next call is refused for good
+    with pytest.raises(RefundRefused, match="HTTP 400"):
+        await issuer.refund(RefundRequest("refused", ride, None, None))
+    with pytest.raises(RefundRefused, match="refund failed"):  # a redelivery says so again
+        await issuer.refund(RefundRequest("refused", ride, None, None))
+    await issuer.refund(RefundRequest("next", ride, None, None))  # the whole charge is free
+    document = await store.find_document(ride)
+    assert document is not None
+    assert [(r["refundId"], r["status"], r["amount"]) for r in document["refunds"]] == [
+        ("refused", "failed", 2000),
+        ("next", "pending", 2000),
+    ]
