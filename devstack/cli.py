@@ -1,4 +1,4 @@
-"""`python -m devstack run | ride | watch`: the local stack and two tools to play with it."""
+"""`python -m devstack run | ride | refund | watch`: the local stack and tools to play with it."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_run(commands.add_parser("run", help="start the whole system on this machine"))
     _add_ride(commands.add_parser("ride", help="publish a ride event as the ride service does"))
+    _add_refund(commands.add_parser("refund", help="request a refund as the platform does"))
     _add_watch(commands.add_parser("watch", help="print a user's notifications as they arrive"))
     args = parser.parse_args(argv)
     try:
@@ -87,6 +88,38 @@ async def _ride(args: argparse.Namespace) -> None:
     finally:
         await producer.stop()
     print(json.dumps(event))
+
+
+def _add_refund(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ride", required=True, help="the paid ride's rideId")
+    parser.add_argument("--amount", help="major units, e.g. 5.00 (default: all that remains)")
+    parser.add_argument("--refund", help="refundId, the idempotency key (default: a new one)")
+    parser.add_argument(
+        "--reason", choices=["requested_by_customer", "duplicate", "fraudulent"], default=None
+    )
+    parser.add_argument(
+        "--kafka",
+        default=f"127.0.0.1:{Ports().kafka}",
+        help="bootstrap servers (default: %(default)s)",
+    )
+    parser.set_defaults(handler=_refund)
+
+
+async def _refund(args: argparse.Namespace) -> None:
+    request = {"refundId": args.refund or f"rf-{uuid.uuid4().hex[:8]}", "rideId": args.ride}
+    if args.amount:
+        request["amount"] = args.amount
+    if args.reason:
+        request["reason"] = args.reason
+    producer = AIOKafkaProducer(bootstrap_servers=args.kafka, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            "refund-requests", json.dumps(request).encode(), key=args.ride.encode()
+        )
+    finally:
+        await producer.stop()
+    print(json.dumps(request))
 
 
 def _add_watch(parser: argparse.ArgumentParser) -> None:

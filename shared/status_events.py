@@ -51,7 +51,7 @@ def status_events_of(payment: dict[str, Any]) -> list[StatusEvent]:
             attempt=payment.get("attempt", 1),
             # Entries written before versions were recorded take the record's own.
             version=entry.get("version", payment["version"]),
-            amountRefunded=payment.get("amountRefunded", 0),
+            amountRefunded=entry.get("amountRefunded", payment.get("amountRefunded", 0)),
             occurredAt=_iso(entry["at"]),
             eventId=entry["eventId"],
         )

@@ -89,13 +89,18 @@ def utcnow() -> datetime:
 def public_view(document: Document) -> Document:
     """The record as the HTTP API shows it: JSON-friendly, without internals (`_id`, outbox)."""
     view = {key: value for key, value in document.items() if key not in ("_id", "outbox")}
-    for key, value in view.items():
-        if isinstance(value, datetime):
-            view[key] = value.isoformat()
-    view["history"] = [
-        {**entry, "at": entry["at"].isoformat()} for entry in document.get("history", [])
-    ]
-    return view
+    return {"history": [], **_json_friendly(view)}
+
+
+def _json_friendly(value: Any) -> Any:
+    """Times as ISO 8601 strings, however deep (history, refunds, disputes)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {key: _json_friendly(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_friendly(item) for item in value]
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,6 +378,12 @@ class PaymentStore:
 
     def lease(self, name: str, owner: str, ttl_s: float) -> Lease:
         return Lease(self._client, self.sibling("leases"), name, owner, ttl_s)
+
+    @property
+    def collection(self) -> AsyncCollection[Document]:
+        """The payments themselves, for modules that change them in their own ways
+        (shared/refunds.py)."""
+        return self._payments
 
     def sibling(self, name: str) -> AsyncCollection[Document]:
         """Another collection in the payments' database, sharing this store's client."""

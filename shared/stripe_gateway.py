@@ -1,4 +1,4 @@
-"""Checkout Sessions through the Stripe SDK's async client.
+"""Checkout Sessions and Refunds through the Stripe SDK's async client.
 
 Errors are sorted into the two kinds callers act on: transient (retry later) and permanent
 (the request itself is wrong and will never succeed).
@@ -93,6 +93,48 @@ class CheckoutSession:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class RefundCall:
+    """A refund of (part of) a ride's PaymentIntent; `refund_id` is the caller's key."""
+
+    ride_id: str
+    refund_id: str
+    payment_intent_id: str
+    amount: int
+    reason: str | None
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"refund-{self.refund_id}"
+
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "payment_intent": self.payment_intent_id,
+            "amount": self.amount,
+            "metadata": {"rideId": self.ride_id, "refundId": self.refund_id},
+        }
+        if self.reason:
+            params["reason"] = self.reason
+        return params
+
+
+@dataclass(frozen=True, slots=True)
+class StripeRefund:
+    id: str
+    status: str
+    amount: int
+    failure_reason: str | None
+
+    @classmethod
+    def from_stripe(cls, refund: Any) -> StripeRefund:
+        return cls(
+            id=refund["id"],
+            status=_field(refund, "status") or "pending",
+            amount=refund["amount"],
+            failure_reason=_field(refund, "failure_reason"),
+        )
+
+
 def _field(stripe_object: Any, name: str) -> Any:
     """A field of a `StripeObject` or dict, None when absent (StripeObject has no `get`)."""
     if stripe_object is None or name not in stripe_object:
@@ -134,6 +176,19 @@ class StripeGateway:
         async with _classified("expire_checkout_session"):
             session = await self._client.v1.checkout.sessions.expire_async(session_id)
         return CheckoutSession.from_stripe(session)
+
+    async def create_refund(self, call: RefundCall) -> StripeRefund:
+        async with _classified("create_refund"):
+            refund = await self._client.v1.refunds.create_async(
+                params=call.params(),  # type: ignore[arg-type]
+                options={"idempotency_key": call.idempotency_key},
+            )
+        return StripeRefund.from_stripe(refund)
+
+    async def retrieve_refund(self, stripe_refund_id: str) -> StripeRefund:
+        async with _classified("retrieve_refund"):
+            refund = await self._client.v1.refunds.retrieve_async(stripe_refund_id)
+        return StripeRefund.from_stripe(refund)
 
 
 class _classified:

@@ -113,27 +113,33 @@ class RideEventHandler:
         return Outcome.DEAD_LETTERED
 
     async def _store(self, letter: DeadLetter, log: Mapping[str, object]) -> DeadLetter:
-        """Returns (what was sent) once Kafka holds the letter: only then may the record be
-        acknowledged, and there is nowhere else to keep it, so every failure is retried. A
-        letter over the size Kafka takes is truncated; smaller still if the broker refuses it."""
-        limit, attempt = MAX_DEAD_LETTER_BYTES, 0
-        while True:
-            fitting = letter.within(limit)
-            try:
-                await self._send_dead_letter(fitting)
-                return fitting
-            except Exception as error:
-                _count_retry(error)
-                attempt += 1
-                if _too_large(error) and limit > SMALL_DEAD_LETTER_BYTES:
-                    limit = SMALL_DEAD_LETTER_BYTES
-                    continue
-                delay = DEAD_LETTER_BACKOFF.delay(attempt)
-                logger.error(
-                    "dead-letter publish failed; retrying",
-                    extra={**log, "error": repr(error), "attempt": attempt, "retryInS": delay},
-                )
-                await asyncio.sleep(delay)
+        return await store_dead_letter(self._send_dead_letter, letter, log)
+
+
+async def store_dead_letter(
+    send: SendDeadLetter, letter: DeadLetter, log: Mapping[str, object]
+) -> DeadLetter:
+    """Returns (what was sent) once Kafka holds the letter: only then may the record be
+    acknowledged, and there is nowhere else to keep it, so every failure is retried. A
+    letter over the size Kafka takes is truncated; smaller still if the broker refuses it."""
+    limit, attempt = MAX_DEAD_LETTER_BYTES, 0
+    while True:
+        fitting = letter.within(limit)
+        try:
+            await send(fitting)
+            return fitting
+        except Exception as error:
+            _count_retry(error)
+            attempt += 1
+            if _too_large(error) and limit > SMALL_DEAD_LETTER_BYTES:
+                limit = SMALL_DEAD_LETTER_BYTES
+                continue
+            delay = DEAD_LETTER_BACKOFF.delay(attempt)
+            logger.error(
+                "dead-letter publish failed; retrying",
+                extra={**log, "error": repr(error), "attempt": attempt, "retryInS": delay},
+            )
+            await asyncio.sleep(delay)
 
 
 def _too_large(error: BaseException) -> bool:

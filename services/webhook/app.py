@@ -23,12 +23,15 @@ from services.webhook.api_auth import bearer_token_auth
 from services.webhook.events import MalformedEvent, StripeEvent, interpret, metric_label
 from services.webhook.payments_api import payments_api_routes
 from services.webhook.reconciler import Reconciler
+from services.webhook.refund_events import apply_money_back, interpret_money_back
+from services.webhook.refund_reconciliation import RefundSettler
 from services.webhook.signature import SignatureError, verify
 from services.webhook.status_changes import Result, apply_event
 from shared.bus import NotificationBus, connect_redis
 from shared.observability import ReadinessCheck, health_routes, liveness_route
 from shared.outbox import OutboxRelay
 from shared.processed_events import ProcessedEvents
+from shared.refunds import RefundBook
 from shared.retry import is_transient
 from shared.settings import Settings
 from shared.store import PaymentStore
@@ -153,6 +156,13 @@ def _reconciler(
         batch=settings.reconcile_batch,
         rate_per_s=settings.reconcile_rate_per_s,
         renew_every_s=lease_ttl_s / 3,
+        refunds=RefundSettler(
+            RefundBook(store),
+            gateway,
+            relay.publish_soon,
+            settle_after_s=settings.reconcile_after_s,
+            batch=settings.reconcile_batch,
+        ),
     )
 
 
@@ -182,19 +192,25 @@ async def _receive_event(request: web.Request) -> web.Response:
     try:
         event = StripeEvent.from_body(payload)
         update = interpret(event)
+        money_back = interpret_money_back(event)
     except MalformedEvent as error:
         EVENTS.labels("unknown", "malformed").inc()
         logger.warning("signed webhook body is not a Stripe event", extra={"error": str(error)})
         return _error(400, f"malformed event: {error}")
     event_label = metric_label(event.type)
-    if update is None:
+    change = update or money_back
+    if change is None:
         EVENTS.labels(event_label, "ignored").inc()
         return web.json_response({"received": True, "result": "ignored"})
-    log = {"rideId": update.ride_id, "eventId": event.id, "eventType": event.type}
+    log = {"rideId": change.ride_id, "eventId": event.id, "eventType": event.type}
     try:
-        applied = await apply_event(
-            app[STORE], app[PROCESSED], update, source=f"webhook:{event.type}"
-        )
+        if money_back is not None:
+            applied = await apply_money_back(app[STORE], app[PROCESSED], money_back)
+        else:
+            assert update is not None
+            applied = await apply_event(
+                app[STORE], app[PROCESSED], update, source=f"webhook:{event.type}"
+            )
     except Exception as error:
         if not is_transient(error):
             raise

@@ -24,7 +24,17 @@ PAYMENT_INTENT_EVENTS: dict[str, PaymentStatus] = {
     "payment_intent.payment_failed": PaymentStatus.FAILED,
     "payment_intent.canceled": PaymentStatus.CANCELED,
 }
-HANDLED_TYPES = frozenset(SESSION_EVENTS) | frozenset(PAYMENT_INTENT_EVENTS)
+# Money going back: applied by refund_events.py.
+REFUND_EVENT_TYPES = frozenset(
+    {"charge.refunded", "refund.created", "refund.updated", "refund.failed"}
+)
+DISPUTE_EVENT_TYPES = frozenset({"charge.dispute.created", "charge.dispute.closed"})
+HANDLED_TYPES = (
+    frozenset(SESSION_EVENTS)
+    | frozenset(PAYMENT_INTENT_EVENTS)
+    | REFUND_EVENT_TYPES
+    | DISPUTE_EVENT_TYPES
+)
 OTHER_TYPE_LABEL = "other"
 
 # Stripe's events nest about 6 deep; json.loads recurses once per level.

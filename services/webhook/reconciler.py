@@ -26,6 +26,7 @@ from datetime import timedelta
 from prometheus_client import Counter
 
 from services.webhook.events import PaymentUpdate
+from services.webhook.refund_reconciliation import RefundSettler
 from services.webhook.status_changes import Result, apply_update
 from shared.model import PaymentStatus
 from shared.store import Lease, Payment, PaymentStore
@@ -80,6 +81,7 @@ class Reconciler:
         rate_per_s: float,
         renew_every_s: float,
         clock: Callable[[], float] = time.time,
+        refunds: RefundSettler | None = None,
     ) -> None:
         self._store = store
         self._gateway = gateway
@@ -90,6 +92,7 @@ class Reconciler:
         self._pause_s = 1.0 / rate_per_s
         self._renew_every_s = renew_every_s
         self._clock = clock
+        self._refunds = refunds
         self.running = False
 
     async def run(self, interval_s: float) -> None:
@@ -139,6 +142,8 @@ class Reconciler:
                 report.fixed.append(payment.ride_id)
             await self._store.mark_reconciled(payment.ride_id)
             await asyncio.sleep(self._pause_s)
+        if self._refunds is not None:
+            await self._refunds.run_once()
 
     async def _reconcile_one(self, payment: Payment) -> bool:
         CHECKED.inc()
