@@ -262,8 +262,6 @@ class Stack:
         return rows
 
 
-
-
 def readiness(url: str) -> str:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
