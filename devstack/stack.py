@@ -382,6 +382,9 @@ def _config_file_keys() -> set[str]:
     root = Path(__file__).resolve().parent.parent
     path = Path(os.environ.get("PAYMENTS_CONFIG", root / "Config.toml"))
     try:
-        return set(tomllib.loads(path.read_text()))
+        document = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError):
         return set()
+    # Keys may also sit inside one table, as the original service kept them.
+    tables = [value for value in document.values() if isinstance(value, dict)]
+    return set(document).union(*tables)
