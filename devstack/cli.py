@@ -156,8 +156,8 @@ async def _watch(args: argparse.Namespace) -> None:
                         raise SystemExit("devstack: the notifier refused this user or token")
                 problem = f"connection closed ({socket.close_code})"
             except aiohttp.ClientError as error:
-                if failures == 0 and last_id is None and not args.url:
-                    addresses.read(args.folder)  # no stack any more: say so and stop
+                if not args.url:
+                    addresses.read(args.folder)  # the stack stopped: say so and stop
                 problem = f"cannot reach the notifier at {url}: {error}"
             delay = min(30.0, 2.0**failures) * random.uniform(0.5, 1.0)
             failures += 1

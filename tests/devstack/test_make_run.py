@@ -136,9 +136,21 @@ async def test_a_ride_abandoned_on_checkout_ends_canceled_and_returns_to_the_rid
 
 async def test_ctrl_c_stops_it_and_then_reset_wipes_the_data(stack: RunningStack) -> None:
     """Last in this module: it stops the module's stack."""
+    watch = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "devstack", "watch", "--user", "u-stop"],
+        *["--folder", str(stack.folder)],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert (await next_line(watch))["type"] == "registration_success"
+
     stack.process.send_signal(signal.SIGINT)
     assert await asyncio.to_thread(stack.process.wait, 60) == 0
     assert "devstack: stopped" in stack.printed()
+    _, complaint = await asyncio.wait_for(watch.communicate(), timeout=60)
+    assert watch.returncode == 1  # a watcher of a stopped stack says so and ends
+    assert "no stack is running" in complaint.decode().splitlines()[-1]
     assert not (stack.folder / "stack.json").exists()
     assert (stack.folder / "stripe-simulator" / "state.json").exists()
 
