@@ -62,8 +62,9 @@ function showNotice(kind, text) {
   elements.notice.hidden = !text;
 }
 
-// The actions a rider can take on one ride. Each returns an element or null; add a function
-// here to offer another action (it gets the ride's state and must not throw).
+// The actions a rider can take on one ride. Each gets the ride's state ({rideId, status,
+// paymentUrl, amount, currency, attempt}) and returns an element or null; add a function here
+// to offer another action.
 const RIDE_ACTIONS = [payLinkAction];
 
 function payLinkAction(ride) {
@@ -152,7 +153,7 @@ function isText(value) {
 
 function updateRide(message, fields) {
   if (!isText(message.rideId)) return;
-  const ride = { ...(rides.get(message.rideId) || {}), ...fields };
+  const ride = { ...(rides.get(message.rideId) || {}), ...fields, rideId: message.rideId };
   if (!isText(ride.status)) return;
   rides.set(message.rideId, ride);
   renderRide(message.rideId);
