@@ -227,7 +227,13 @@ async function connect(generation) {
     return;
   }
   if (generation !== connection.generation) return; // the rider switched user meanwhile
-  const socket = new WebSocket(socketUrl(base));
+  let socket;
+  try {
+    socket = new WebSocket(socketUrl(base));
+  } catch (error) {
+    scheduleReconnect(`notifier URL ${base}: ${error.message}`); // the config may be fixed
+    return;
+  }
   connection.socket = socket;
   socket.onmessage = (frame) => {
     if (generation !== connection.generation) return;
