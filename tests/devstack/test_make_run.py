@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -60,7 +61,18 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runni
             await asyncio.to_thread(process.wait, 60)
 
 
+# Settings of the developer's own that would change what `make run` does.
+OWN_SETTINGS = (
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "PAYMENTS_CONFIG",
+    "SUCCESS_REDIRECT_URL",
+    "CANCEL_REDIRECT_URL",
+)
+
+
 def start_devstack_run(args: list[str], output: Path) -> subprocess.Popen[str]:
+    env = {name: value for name, value in os.environ.items() if name not in OWN_SETTINGS}
     with output.open("w") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "devstack", "run", *args],
@@ -68,6 +80,7 @@ def start_devstack_run(args: list[str], output: Path) -> subprocess.Popen[str]:
             stderr=subprocess.STDOUT,
             text=True,
             cwd=ROOT,
+            env=env,
         )
 
 
