@@ -17,7 +17,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack import addresses, servers
+from devstack import addresses, prometheus, servers
 from devstack.console import ready_line, states, status_table, wait_until_ready, watch
 from devstack.supervisor import Supervisor, Watched
 
@@ -36,6 +36,7 @@ class Ports:
     webhook_internal: int = 9092
     notifier: int = 9091
     rider_page: int = 8080
+    prometheus: int = 19090
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,8 @@ class Stack:
         }
         if self.options.uses_simulator:
             wanted["stripe simulator"] = ports.stripe
+        if prometheus.binary() is not None:
+            wanted["prometheus"] = ports.prometheus
         busy = [
             f"{name} port {port}" for name, port in wanted.items() if servers.port_is_open(port)
         ]
@@ -202,6 +205,21 @@ class Stack:
         ]
         for service in self.services:
             await asyncio.to_thread(service.start, 60.0)
+        await self.start_prometheus()
+
+    async def start_prometheus(self) -> None:
+        """Prometheus scraping the services with the alerts loaded, when it is installed."""
+        ports = self.options.ports
+        targets = {
+            "consumer": f"127.0.0.1:{ports.consumer}",
+            "webhook": f"127.0.0.1:{ports.webhook_internal}",
+            "notifier": f"127.0.0.1:{ports.notifier}",
+        }
+        folder = self.options.folder / "prometheus"
+        part = prometheus.prometheus(ports.prometheus, targets, folder, self.logs)
+        if part is not None:
+            await asyncio.to_thread(part.start)
+            self.parts.append(part)
 
     def watched(self) -> list[Watched]:
         bootstrap = f"127.0.0.1:{self.options.ports.kafka}"
@@ -247,6 +265,14 @@ class Stack:
             ("mongodb (secantus)", servers.mongodb_uri(ports.mongodb), None),
             ("redis", f"redis://127.0.0.1:{ports.redis}/0", None),
         ]
+        if any(part.name == "prometheus" for part in self.parts):
+            rows.append(
+                (
+                    "prometheus",
+                    f"http://127.0.0.1:{ports.prometheus}/alerts",
+                    f"http://127.0.0.1:{ports.prometheus}/-/ready",
+                )
+            )
         if self.options.uses_simulator:
             rows.append(
                 (

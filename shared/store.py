@@ -358,6 +358,19 @@ class PaymentStore:
     async def _ago(self, span: timedelta) -> datetime:
         return await self.clock() - span
 
+    async def reserved_without_session(self, changed_before: datetime, limit: int) -> list[Payment]:
+        """Payments still `pending` without a Checkout Session, last changed before the cutoff."""
+        cursor = self._payments.find(
+            {
+                "status": PaymentStatus.PENDING.value,
+                "updatedAt": {"$lte": changed_before},
+                "stripeSessionId": None,
+            },
+            limit=limit,
+            sort=[("updatedAt", ASCENDING)],
+        )
+        return [Payment.from_document(document) async for document in cursor]
+
     def lease(self, name: str, owner: str, ttl_s: float) -> Lease:
         return Lease(self._client, self.sibling("leases"), name, owner, ttl_s)
 

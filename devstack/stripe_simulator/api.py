@@ -45,6 +45,7 @@ async def stripe_api(request: web.Request, handler: Handler) -> web.StreamRespon
         api_key = _authenticate(request, simulator)
         await _inject_faults(simulator.state)
         request[PARAMS] = await _read_params(request)
+        await _slow_ride(simulator.state, request[PARAMS])
         key = request.headers.get("Idempotency-Key")
         if request.method == "POST" and key:
             response = await _idempotent(request, handler, simulator.state, f"{api_key}:{key}")
@@ -236,6 +237,12 @@ async def _inject_faults(state: SimulatorState) -> None:
         replayable=False,
         headers=headers,
     )
+
+
+async def _slow_ride(state: SimulatorState, params: dict[str, Any]) -> None:
+    delay_ms = state.faults.slow_rides.get(str(params.get("client_reference_id")), 0)
+    if delay_ms:
+        await asyncio.sleep(delay_ms / 1000)
 
 
 async def _read_params(request: web.Request) -> dict[str, Any]:

@@ -74,7 +74,8 @@ async def show_faults(request: web.Request) -> web.Response:
 
 
 async def set_faults(request: web.Request) -> web.Response:
-    """`{"status": 4xx|5xx, "count": N, "should_retry": bool?}` and/or `{"latency_ms": N}`.
+    """`{"status": 4xx|5xx, "count": N, "should_retry": bool?}`, `{"latency_ms": N}` and/or
+    `{"slow_rides": {"<rideId>": N}}` (N milliseconds more for that ride's calls; 0 removes it).
 
     429 and 5xx are Stripe's transient answers; another 4xx is a permanent refusal.
     """
@@ -94,6 +95,15 @@ async def set_faults(request: web.Request) -> web.Response:
         if not isinstance(latency, int) or latency < 0:
             return _error(400, "latency_ms must be a non-negative integer")
         faults.latency_ms = latency
+    if "slow_rides" in body:
+        slow = body["slow_rides"]
+        if not isinstance(slow, dict) or not all(
+            isinstance(ms, int) and ms >= 0 for ms in slow.values()
+        ):
+            return _error(400, "slow_rides must map ride ids to non-negative integers")
+        faults.slow_rides = {
+            ride: ms for ride, ms in {**faults.slow_rides, **slow}.items() if ms > 0
+        }
     state.faults = faults
     return json_response(faults.to_json())
 

@@ -61,12 +61,14 @@ class EventRecord:
 
 @dataclass(slots=True)
 class Faults:
-    """Injected trouble for /v1 requests: the next `remaining` answer `status`."""
+    """Injected trouble for /v1 requests: the next `remaining` answer `status`; calls about a
+    ride in `slow_rides` (by `client_reference_id`) take that many more milliseconds."""
 
     status: int | None = None
     remaining: int = 0
     should_retry: bool | None = None
     latency_ms: int | None = None
+    slow_rides: dict[str, int] = field(default_factory=dict)
 
     def take(self) -> int | None:
         if self.status is None or self.remaining <= 0:
@@ -80,6 +82,7 @@ class Faults:
             "remaining": self.remaining,
             "should_retry": self.should_retry,
             "latency_ms": self.latency_ms,
+            "slow_rides": dict(self.slow_rides),
         }
 
 

@@ -48,9 +48,15 @@ SendDeadLetter = Callable[[DeadLetter], Awaitable[None]]
 
 
 class RideEventHandler:
-    def __init__(self, creator: PaymentCreator, send_dead_letter: SendDeadLetter) -> None:
+    def __init__(
+        self,
+        creator: PaymentCreator,
+        send_dead_letter: SendDeadLetter,
+        stop_retrying: asyncio.Event | None = None,
+    ) -> None:
         self._creator = creator
         self._send_dead_letter = send_dead_letter
+        self._stop_retrying = stop_retrying
         self._ride_locks = _KeyedLocks()
 
     async def handle(self, record: IncomingRecord) -> Outcome:
@@ -90,6 +96,7 @@ class RideEventHandler:
                 what="payment creation",
                 on_retry=_count_retry,
                 log_extra=log,
+                stop=self._stop_retrying,
             )
         logger.info("ride event handled", extra={**log, "outcome": outcome.value})
         return outcome

@@ -55,6 +55,10 @@ class PaymentCreator:
             event.ride_id, event.user_id, amount, self._checkout.currency
         )
         _warn_if_conflicting(event, amount, payment)
+        return await self.finish(payment)
+
+    async def finish(self, payment: Payment) -> Outcome:
+        """From a reserved record on: its session (opened if it has none yet) and its link."""
         outcome = Outcome.REPUBLISHED
         if payment.stripe_session_id is None:
             payment = await self._open_checkout(payment)
