@@ -28,6 +28,7 @@ dlq: $(STAMP)
 
 # make replay REF=0:3 (one dead letter), or REF=all
 replay: $(STAMP)
+	$(if $(REF),,$(error make replay needs REF=P:O (a ref that make dlq shows) or REF=all))
 	$(DEVSTACK) dlq replay $(if $(filter all,$(REF)),--all,--ref '$(REF)')
 
 # Deletes the stack's data and logs (.devstack/), keeps the virtualenv.
