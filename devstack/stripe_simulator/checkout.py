@@ -42,6 +42,7 @@ class Action(StrEnum):
     DECLINE = "decline"
     CANCEL = "cancel"
     EXPIRE = "expire"
+    ABANDON = "abandon"
 
 
 class SessionNotOpenError(Exception):
@@ -102,6 +103,11 @@ def apply_action(state: SimulatorState, session: SessionRecord, action: Action) 
     if action is Action.DECLINE:
         return _decline(state, session)
     if action is Action.EXPIRE:
+        return _expire(state, session)
+    if action is Action.ABANDON:
+        # A payment was started, then the session expired: Stripe cancels the PaymentIntent
+        # first, so the payment ends `canceled` rather than `expired`.
+        _payment_intent(state, session)
         return _expire(state, session)
     return []  # Stripe says nothing when the customer just leaves.
 

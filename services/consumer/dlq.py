@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaConnectionError
 
 from services.consumer.records import (
     DEAD_LETTER_TOPIC,
@@ -77,9 +79,9 @@ async def read_dead_letters(bootstrap: str, topic: str = DEAD_LETTER_TOPIC) -> l
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
-    await consumer.start()
     letters: list[IncomingRecord] = []
     try:
+        await consumer.start()
         while batch := await consumer.getmany(timeout_ms=int(IDLE_END_S * 1000)):
             for records in batch.values():
                 letters += [as_letter(record) for record in records]
@@ -100,8 +102,8 @@ async def replay(
 ) -> None:
     """Each letter of dead-letter `topic` back to the topic it came from."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
     try:
+        await producer.start()
         for letter in letters:
             headers = [(k, v) for k, v in letter.headers if not k.startswith("dlq.")]
             headers.append(("dlq.replayed-from", f"{topic}:{ref(letter)}".encode()))
@@ -142,6 +144,8 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
     if args.command == "list":
         for letter in letters:
             print(json.dumps(summary(letter)))
+        if not letters:
+            print(f"dlq: {DEAD_LETTER_TOPIC} is empty", file=sys.stderr)
         return
     chosen = choose(letters, args)
     if not chosen:
@@ -176,7 +180,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         bootstrap = load_settings().kafka_bootstrap_servers
     except ConfigError as error:
         sys.exit(f"dlq: {error}")
-    asyncio.run(run(args, bootstrap))
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the hint below says it all
+    try:
+        asyncio.run(run(args, bootstrap))
+    except KafkaConnectionError:
+        sys.exit(
+            f"dlq: cannot reach Kafka at {bootstrap}; is it running? Set KAFKA_BOOTSTRAP_SERVERS"
+            " (with `make run`: `make dlq`)"
+        )
 
 
 if __name__ == "__main__":

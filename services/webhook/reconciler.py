@@ -30,7 +30,7 @@ from services.webhook.refund_reconciliation import RefundSettler
 from services.webhook.status_changes import Result, apply_update
 from shared.model import PaymentStatus
 from shared.store import Lease, Payment, PaymentStore
-from shared.stripe_gateway import CheckoutSession, StripeGateway
+from shared.stripe_gateway import CheckoutSession, PermanentStripeError, StripeGateway
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,10 @@ FIXED = Counter(
 EXPIRED_AT_STRIPE = Counter("payments_reconciler_expired_total", "Overdue sessions expired")
 ERRORS = Counter("payments_reconciler_errors_total", "Payments that could not be reconciled")
 LEASES_LOST = Counter("payments_reconciler_leases_lost_total", "Runs stopped by a lost lease")
+UNKNOWN_SESSIONS = Counter(
+    "payments_reconciler_unknown_sessions_total",
+    "Checks of a Checkout Session Stripe does not know (404: keys of another mode or account?)",
+)
 
 
 def stripe_says(session: CheckoutSession) -> PaymentStatus | None:
@@ -54,6 +58,43 @@ def stripe_says(session: CheckoutSession) -> PaymentStatus | None:
     if session.payment_failed and session.payment_intent_status == "requires_payment_method":
         return PaymentStatus.FAILED
     return None
+
+
+class UnknownSessions:
+    """Sessions Stripe answered 404 for, and when to ask again.
+
+    Such a session was made with other keys (test instead of live, another account): asking
+    every run would not make it known, so it is asked about after 1 h, then 2 h, ... up to a
+    day, and logged only the first time. Kept in memory: a restarted replica logs it once more.
+    """
+
+    FIRST_WAIT_S = 3600.0
+    MAX_WAIT_S = 24 * 3600.0
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._next_check: dict[str, tuple[int, float]] = {}  # session id -> (misses, when)
+
+    def due(self, session_id: str) -> bool:
+        known = self._next_check.get(session_id)
+        return known is None or self._clock() >= known[1]
+
+    def missed(self, session_id: str) -> bool:
+        """Note another 404; True the first time, when it deserves a log line."""
+        misses = self._next_check.get(session_id, (0, 0.0))[0] + 1
+        wait = min(self.FIRST_WAIT_S * 2 ** (misses - 1), self.MAX_WAIT_S)
+        self._next_check[session_id] = (misses, self._clock() + wait)
+        return misses == 1
+
+    def found(self, session_id: str) -> None:
+        self._next_check.pop(session_id, None)
+
+
+def is_unknown_session(error: Exception) -> bool:
+    """Stripe answered 404: it has no such session under these keys."""
+    return isinstance(error, PermanentStripeError) and (
+        getattr(error.__cause__, "http_status", None) == 404
+    )
 
 
 def is_overdue(session: CheckoutSession, now: float) -> bool:
@@ -93,6 +134,7 @@ class Reconciler:
         self._renew_every_s = renew_every_s
         self._clock = clock
         self._refunds = refunds
+        self._unknown = UnknownSessions(clock)
         self.running = False
 
     async def run(self, interval_s: float) -> None:
@@ -137,6 +179,10 @@ class Reconciler:
                     report.lost_lease = True
                     return
                 renewed = time.monotonic()
+            assert payment.stripe_session_id is not None
+            if not self._unknown.due(payment.stripe_session_id):
+                await self._store.mark_reconciled(payment.ride_id)  # to the back of the queue
+                continue
             report.checked += 1
             if await self._reconcile_one(payment):
                 report.fixed.append(payment.ride_id)
@@ -150,6 +196,7 @@ class Reconciler:
         assert payment.stripe_session_id is not None
         try:
             session = await self._gateway.retrieve_checkout_session(payment.stripe_session_id)
+            self._unknown.found(session.id)
             if is_overdue(session, self._clock()):
                 session = await self._gateway.expire_checkout_session(session.id)
                 EXPIRED_AT_STRIPE.inc()
@@ -160,6 +207,9 @@ class Reconciler:
                 self._store, _update(payment, session, target), source="reconciler"
             )
         except Exception as error:
+            if is_unknown_session(error):
+                self._note_unknown(payment, error)
+                return False
             ERRORS.inc()
             logger.warning(
                 "could not reconcile payment",
@@ -175,6 +225,19 @@ class Reconciler:
         )
         self._on_change(applied.payment)
         return True
+
+    def _note_unknown(self, payment: Payment, error: Exception) -> None:
+        assert payment.stripe_session_id is not None
+        UNKNOWN_SESSIONS.inc()
+        log = {"rideId": payment.ride_id, "sessionId": payment.stripe_session_id}
+        if self._unknown.missed(payment.stripe_session_id):
+            logger.warning(
+                "Stripe does not know this payment's session (HTTP 404): made with other keys "
+                "(test instead of live)? Asking again ever more rarely, up to once a day",
+                extra={**log, "error": str(error)},
+            )
+        else:
+            logger.debug("session still unknown to Stripe", extra=log)
 
 
 def _update(payment: Payment, session: CheckoutSession, target: PaymentStatus) -> PaymentUpdate:

@@ -20,7 +20,7 @@ from devstack.stack import Ports, Stack, StackOptions
 from tests.deploy.test_alerts import alert_rules
 from tests.deploy.test_dashboard import dashboard_queries
 from tests.e2e.conftest import System
-from tests.helpers import eventually
+from tests.helpers import eventually, http_status
 
 METRIC_NAME = re.compile(r"\bpayments_[a-z0-9_]+")
 
@@ -123,6 +123,10 @@ async def test_make_run_starts_prometheus_scraping_the_three_services_with_the_a
                     ("payments-webhook", "up"),
                 ]
 
+            async def ready() -> bool:  # its API answers 503 until then
+                return await http_status(f"http://127.0.0.1:{ports.prometheus}/-/ready") == 200
+
+            await eventually(ready, timeout_s=60, what="prometheus ready")
             await eventually(every_service_up, timeout_s=60, what="the three targets up")
             rules = await get("rules")
             loaded = {rule["name"] for group in rules["groups"] for rule in group["rules"]}
