@@ -79,6 +79,16 @@ ALLOWED_TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
 }
 
 
+# A ride in one of these is still owed: a new attempt (a new Checkout Session) may collect it,
+# and a success on any attempt, even an earlier one, settles it.
+UNPAID_STATUSES: tuple[PaymentStatus, ...] = (
+    PaymentStatus.PENDING,
+    PaymentStatus.FAILED,
+    PaymentStatus.EXPIRED,
+    PaymentStatus.CANCELED,
+)
+
+
 def can_transition(current: PaymentStatus, target: PaymentStatus) -> bool:
     return target in ALLOWED_TRANSITIONS[current]
 

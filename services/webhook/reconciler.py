@@ -177,7 +177,9 @@ def _update(payment: Payment, session: CheckoutSession, target: PaymentStatus) -
         event_id=f"reconcile:{session.id}:{target.value}",
         event_type="reconciliation",
         target=target,
-        selectors=[{"rideId": payment.ride_id}],
+        # The current attempt only: if a new one started meanwhile, this answer is stale.
+        selectors=[{"rideId": payment.ride_id, "stripeSessionId": session.id}],
         payment_intent_id=session.payment_intent_id,
         ride_id=payment.ride_id,
+        attempt=payment.attempt,
     )
