@@ -38,6 +38,7 @@ function setStatus(row, status) {
   badge.textContent = status;
   badge.className = `status ${status}`;
   row.querySelector(".pay-link").hidden = !["pending", "failed"].includes(status);
+  offerNewLink(row, status);
 }
 
 function show(message) {
@@ -45,6 +46,7 @@ function show(message) {
   if (message.type === "payment_url") {
     const row = rowFor(message.rideId);
     row.querySelector(".pay-link").href = message.paymentUrl;
+    showAttempt(row, message);
     if (!row.querySelector(".status").textContent) setStatus(row, message.status);
   } else if (message.type === "payment_status_update") {
     setStatus(rowFor(message.rideId), message.status);
@@ -81,3 +83,51 @@ document.getElementById("register").addEventListener("submit", (event) => {
   setConnection("connecting…", false);
   connect();
 });
+
+// --- A ride that can no longer be paid: its amount and a "Get a new link" button. ---
+// The page's server asks the payments API for the next attempt; the new link then arrives
+// over the socket like any other `payment_url`.
+
+function showAttempt(row, message) {
+  // A link for a newer attempt makes an expired or canceled ride payable again.
+  const attempt = message.attempt || 1;
+  if (attempt > Number(row.dataset.attempt || 1)) setStatus(row, message.status);
+  row.dataset.attempt = attempt;
+  showAmount(row, message);
+}
+
+function showAmount(row, message) {
+  if (message.amount == null || !message.currency) return;
+  let amount = row.querySelector(".amount");
+  if (!amount) {
+    amount = document.createElement("span");
+    amount.className = "amount";
+    row.querySelector(".ride").after(amount);
+  }
+  const digits = message.currency.toLowerCase() === "jpy" ? 0 : 2;
+  amount.textContent = `${(message.amount / 10 ** digits).toFixed(digits)} ${message.currency.toUpperCase()}`;
+}
+
+function offerNewLink(row, status) {
+  let button = row.querySelector(".new-link");
+  if (!button) {
+    button = document.createElement("button");
+    button.className = "new-link";
+    button.type = "button";
+    button.textContent = "Get a new link";
+    button.addEventListener("click", () => askForNewLink(row, button));
+    row.querySelector(".status").before(button);
+  }
+  button.hidden = !["expired", "canceled"].includes(status);
+  button.disabled = false;
+}
+
+async function askForNewLink(row, button) {
+  button.disabled = true;
+  const response = await fetch(`/rides/${encodeURIComponent(row.dataset.rideId)}/checkout`, { method: "POST" });
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    setConnection(`new link refused: ${body.error || response.status}`, socket !== null);
+    button.disabled = false;
+  }
+}
