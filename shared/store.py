@@ -295,9 +295,12 @@ def _history_entry(change: StatusChange) -> Document:
 def _session_of(change: StatusChange) -> Document:
     """The session and attempt a status event is about, when the change says (a success on an
     earlier attempt is not about the current session)."""
-    if change.stripe_session_id is None or change.attempt is None:
-        return {}
-    return {"stripeSessionId": {"$literal": change.stripe_session_id}, "attempt": change.attempt}
+    named: Document = {}
+    if change.stripe_session_id is not None:
+        named["stripeSessionId"] = {"$literal": change.stripe_session_id}
+    if change.attempt is not None:
+        named["attempt"] = change.attempt
+    return named
 
 
 def _attempt_status_set(number: int, status: PaymentStatus) -> Document:

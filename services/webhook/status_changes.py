@@ -75,7 +75,13 @@ async def apply_update(store: PaymentStore, update: PaymentUpdate, *, source: st
     earlier = await _earlier_attempt(store, update)
     if earlier is not None:
         payment, attempt = earlier
-        return await _apply_to_earlier_attempt(store, payment, replace(change, attempt=attempt))
+        session_id = next(
+            (a.stripe_session_id for a in payment.attempts if a.attempt == attempt),
+            change.stripe_session_id,
+        )
+        return await _apply_to_earlier_attempt(
+            store, payment, replace(change, attempt=attempt, stripe_session_id=session_id)
+        )
     for selector in update.selectors:
         existing = await store.find(selector)
         if existing is not None:
