@@ -1,4 +1,5 @@
-"""`python -m devstack run | ride | watch`: the local stack and two tools to play with it."""
+"""`python -m devstack run | ride | watch | outstanding`: the local stack and tools to play
+with it."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     _add_run(commands.add_parser("run", help="start the whole system on this machine"))
     _add_ride(commands.add_parser("ride", help="publish a ride event as the ride service does"))
     _add_watch(commands.add_parser("watch", help="print a user's notifications as they arrive"))
+    _add_outstanding(commands.add_parser("outstanding", help="list what a user still owes"))
     args = parser.parse_args(argv)
     try:
         asyncio.run(args.handler(args))
@@ -119,3 +121,32 @@ async def _watch(args: argparse.Namespace) -> None:
                     json.dumps({"type": "watch", "message": f"disconnected: {error}"}), flush=True
                 )
             await asyncio.sleep(1)
+
+
+def _add_outstanding(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user", required=True, help="the rider's userId")
+    parser.add_argument(
+        "--api",
+        default=f"http://127.0.0.1:{Ports().webhook_internal}/payment-service",
+        help="the payments API (default: %(default)s)",
+    )
+    parser.add_argument("--token", help="bearer token, when INTERNAL_API_TOKENS is set")
+    parser.set_defaults(handler=_outstanding)
+
+
+async def _outstanding(args: argparse.Namespace) -> None:
+    """One line per unpaid ride, oldest first, then the totals per currency."""
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    url = f"{args.api}/users/{args.user}/outstanding"
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
+        body = await response.json(content_type=None)
+    if response.status != 200:
+        raise SystemExit(f"payments API answered {response.status}: {body}")
+    for ride in body["rides"]:
+        link = ride["paymentUrl"] or "(no payable link: ask for a new one)"
+        print(
+            f"{ride['createdAt']}  {ride['rideId']}  {ride['amount']} {ride['currency']}"
+            f"  {ride['status']}  attempt {ride['attempt']}  {link}"
+        )
+    totals = ", ".join(f"{amount} {currency}" for currency, amount in body["total"].items())
+    print(f"total owed (minor units): {totals or 'nothing'}")

@@ -4,6 +4,7 @@ history; concurrent calls from two webhook processes make one session."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ import aiohttp
 import pytest
 
 from devstack import servers
+from devstack.cli import _outstanding
 from services.webhook.app import WEBHOOK_PATH
 from shared.store import PaymentStore
 from shared.stripe_gateway import CheckoutRequest, StripeGateway, expires_at_of
@@ -303,3 +305,31 @@ async def test_a_success_on_an_earlier_attempt_settles_the_ride_and_expires_the_
 
         await eventually(second_expired, timeout_s=60, what="the other session expired")
         assert (await record(http, system, ride))["status"] == "succeeded"
+
+
+async def test_outstanding_through_the_api_and_the_devstack_command(
+    system: System, kafka: RunningPart, unique: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user = f"owes-{unique}"
+    async with aiohttp.ClientSession() as http:
+        expired = await expired_ride(http, system, kafka, f"old-{unique}", user)
+        await publish_ride(kafka, f"new-{unique}", user, "3.10")
+        await eventually(
+            lambda: _attached(http, system, f"new-{unique}"), timeout_s=60, what="second ride"
+        )
+        async with http.get(payments(system, f"/users/{user}/outstanding")) as response:
+            assert response.status == 200
+            owed = await response.json()
+
+    assert [(r["rideId"], r["status"]) for r in owed["rides"]] == [
+        (expired["rideId"], "expired"),
+        (f"new-{unique}", "pending"),
+    ]
+    assert owed["total"] == {"usd": 1240 + 310}
+    assert owed["rides"][0]["paymentUrl"] is None and owed["rides"][1]["paymentUrl"]
+
+    api = system.internal_url(system.webhook, "/payment-service")
+    await _outstanding(argparse.Namespace(user=user, api=api, token=None))
+    printed = capsys.readouterr().out
+    assert f"old-{unique}  1240 usd  expired" in printed
+    assert "total owed (minor units): 1550 usd" in printed
