@@ -467,13 +467,12 @@ class PaymentStore:
         )
         return Payment.from_document(document) if document else None
 
-    def outstanding(self, user_id: str, limit: int) -> AsyncCursor[Document]:
+    def outstanding(self, user_id: str) -> AsyncCursor[Document]:
         """The user's unpaid rides, oldest first (served by the userId+status+createdAt index)."""
         return self._payments.find(
             {"userId": user_id, "status": {"$in": [s.value for s in UNPAID_STATUSES]}},
             projection=OUTSTANDING_FIELDS,
             sort=[("createdAt", ASCENDING)],
-            limit=limit,
         )
 
     async def _reserve_batch(self, reservations: Sequence[_Reservation]) -> list[Payment]:

@@ -13,12 +13,9 @@ from typing import Any
 from shared.model import PaymentStatus
 from shared.store import Document, PaymentStore
 
-# A bound on one answer; a rider owing more rides than this is a case for a human.
-MAX_RIDES = 1000
-
 
 async def outstanding(store: PaymentStore, user_id: str, now: datetime) -> dict[str, Any]:
-    rides = [_ride(document, now) async for document in store.outstanding(user_id, MAX_RIDES)]
+    rides = [_ride(document, now) async for document in store.outstanding(user_id)]
     total: dict[str, int] = defaultdict(int)
     for ride in rides:
         total[ride["currency"]] += ride["amount"]

@@ -183,7 +183,7 @@ async def test_outstanding_lists_exactly_the_unpaid_rides_oldest_first_with_tota
 
 
 async def test_the_outstanding_query_uses_its_index(store: PaymentStore) -> None:
-    plan = await store.outstanding("anyone", 10).explain()
+    plan = await store.outstanding("anyone").explain()
     assert OUTSTANDING_INDEX in str(plan["queryPlanner"]["winningPlan"])
     assert "COLLSCAN" not in str(plan["queryPlanner"]["winningPlan"])
 
