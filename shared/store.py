@@ -358,6 +358,8 @@ def _next_attempt(
                         "status": PaymentStatus.PENDING.value,
                         "version": next_version,
                         "at": "$$NOW",
+                        "stripeSessionId": {"$literal": session_id},
+                        "attempt": number,
                     },
                 ),
             }
