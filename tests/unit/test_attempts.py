@@ -1,5 +1,6 @@
-"""Attempts without I/O: the key and metadata of each attempt's session, and the simulator's
-refusal to take a payment past a session's `expires_at`."""
+"""Attempts without I/O: the key and metadata of each attempt's session, the simulator's
+refusal to take a payment past a session's `expires_at`, and the new link of an expired ride
+among what a rider registering later is sent."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from devstack.stripe_simulator.checkout import (
     create_session,
 )
 from devstack.stripe_simulator.state import SimulatorState
+from shared import messages
+from shared.bus import StoredMessage, still_relevant
 from shared.stripe_gateway import CheckoutRequest
+from tests.helpers import status_update
 
 
 def request(attempt: int) -> CheckoutRequest:
@@ -71,3 +75,14 @@ def test_the_simulator_takes_no_payment_past_expires_at(action: Action) -> None:
         apply_action(state, session, action)
     assert refusal.value.status == "expired"
     assert apply_action(state, session, Action.EXPIRE)[-1][0] == "checkout.session.expired"
+
+
+def test_a_rider_registering_later_gets_the_new_link_of_an_expired_ride() -> None:
+    history = [
+        StoredMessage("1-0", messages.payment_url("r1", "https://pay/1", attempt=1)),
+        StoredMessage("2-0", status_update("r1", "expired", "cs_1")),
+        StoredMessage("3-0", messages.payment_url("r1", "https://pay/2", attempt=2)),
+        StoredMessage("4-0", messages.payment_url("gone", "https://pay/g")),
+        StoredMessage("5-0", status_update("gone", "expired", "cs_g")),
+    ]
+    assert [s.id for s in still_relevant(history)] == ["2-0", "3-0", "5-0"]
