@@ -118,8 +118,12 @@ class CheckoutLinks:
             return False  # Stripe said so itself
         assert payment.stripe_session_id is not None
         session = await self._gateway.retrieve_checkout_session(payment.stripe_session_id)
+        # Stripe's `expires_at` against this host's clock, as the reconciler judges it.
         if session.status == "open" and (session.expires_at or 0) <= time.time():
             session = await self._expire(session.id, why="overdue")
+        elif session.status == "open" and payment.status is PaymentStatus.CANCELED:
+            # Its PaymentIntent was canceled: the attempt has ended, whatever the session says.
+            session = await self._expire(session.id, why="canceled")
         if session.status == "complete":
             await self._record_success(payment, session)
             raise RideNotPayable(f"ride {payment.ride_id} is paid or its payment in progress")
