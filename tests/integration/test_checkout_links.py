@@ -190,3 +190,17 @@ async def test_the_outstanding_query_uses_its_index(store: PaymentStore) -> None
 
 def _change(status: PaymentStatus, ride: str) -> StatusChange:
     return StatusChange(status, f"evt_{status.value}_{ride}", "test", attempt=1)
+
+
+async def test_a_canceled_attempt_whose_session_is_still_open_is_expired_not_handed_out(
+    store: PaymentStore, gateway: StripeGateway, links: CheckoutLinks, simulator: Sim
+) -> None:
+    ride = f"canceled-{time.time_ns()}"
+    first = await open_payment(store, gateway, ride)
+    await store.apply({"rideId": ride}, _change(PaymentStatus.CANCELED, ride))
+
+    link = await links.link_for(ride)
+
+    sessions = {s["id"]: s for s in sessions_of(simulator, ride)}
+    assert sessions[str(first.stripe_session_id)]["status"] == "expired"
+    assert link.attempt == 2 and sessions[str(link.stripe_session_id)]["status"] == "open"
