@@ -109,6 +109,7 @@ class Payment:
     outbox: tuple[StatusEvent, ...] = ()
     attempt: int = 1
     attempts: tuple[Attempt, ...] = ()
+    sessions_to_expire: tuple[str, ...] = ()
 
     @property
     def current_attempt(self) -> Attempt | None:
@@ -138,6 +139,7 @@ class Payment:
             outbox=tuple(status_events_of(document)),
             attempt=document.get("attempt") or 1,
             attempts=tuple(Attempt.from_entry(entry) for entry in document.get("attempts", [])),
+            sessions_to_expire=tuple(document.get("sessionsToExpire", [])),
         )
 
 
@@ -151,6 +153,8 @@ class StatusChange:
     payment_intent_id: str | None = None
     attempt: int | None = None  # the attempt the event is about, when known
     stripe_session_id: str | None = None  # that attempt's session, when known
+    # A success on an earlier attempt: the ride's other open sessions are to be expired.
+    settles_earlier_attempt: bool = False
 
 
 def utcnow() -> datetime:
@@ -275,6 +279,8 @@ def _transition(change: StatusChange) -> list[Document]:
     }
     if change.attempt is not None:
         assignments["attempts"] = _attempt_status_set(change.attempt, change.target)
+        if change.settles_earlier_attempt:
+            assignments["sessionsToExpire"] = _other_open_sessions(change.attempt)
     if change.payment_intent_id:
         assignments["paymentIntentId"] = {"$literal": change.payment_intent_id}
     return [{"$set": assignments}]
@@ -316,6 +322,31 @@ def _attempt_status_set(number: int, status: PaymentStatus) -> Document:
                     "$$entry",
                 ]
             },
+        }
+    }
+
+
+def _other_open_sessions(paid_attempt: int) -> Document:
+    """The sessions of every attempt but `paid_attempt` that may still be open (a pipeline
+    value, computed in the same update as the success, so no attempt started meanwhile is
+    missed)."""
+    may_be_open = [PaymentStatus.PENDING.value, PaymentStatus.FAILED.value]
+    return {
+        "$map": {
+            "input": {
+                "$filter": {
+                    "input": {"$ifNull": ["$attempts", []]},
+                    "as": "entry",
+                    "cond": {
+                        "$and": [
+                            {"$ne": ["$$entry.attempt", paid_attempt]},
+                            {"$in": ["$$entry.status", may_be_open]},
+                        ]
+                    },
+                }
+            },
+            "as": "entry",
+            "in": "$$entry.stripeSessionId",
         }
     }
 
@@ -427,6 +458,9 @@ class PaymentStore:
             [("attempts.stripeSessionId", ASCENDING)], name="attempts_stripeSessionId"
         )
         await self._payments.create_index(
+            [("sessionsToExpire", ASCENDING)], name="sessionsToExpire", sparse=True
+        )
+        await self._payments.create_index(
             [("userId", ASCENDING), ("status", ASCENDING), ("createdAt", ASCENDING)],
             name=OUTSTANDING_INDEX,
         )
@@ -468,6 +502,18 @@ class PaymentStore:
             return_document=ReturnDocument.AFTER,
         )
         return Payment.from_document(document) if document else None
+
+    async def with_sessions_to_expire(self, limit: int) -> list[Payment]:
+        """Rides paid on an earlier attempt whose other sessions are not known expired yet."""
+        cursor = self._committed.find({"sessionsToExpire": {"$exists": True}}, limit=limit)
+        return [Payment.from_document(document) async for document in cursor]
+
+    async def sessions_expired(self, payment: Payment) -> None:
+        """Every session in `payment.sessions_to_expire` is expired at Stripe."""
+        await self._payments.update_one(
+            {"rideId": payment.ride_id, "sessionsToExpire": list(payment.sessions_to_expire)},
+            {"$unset": {"sessionsToExpire": ""}},
+        )
 
     def outstanding(self, user_id: str) -> AsyncCursor[Document]:
         """The user's unpaid rides, oldest first (served by the userId+status+createdAt index)."""

@@ -235,16 +235,11 @@ async def _receive_event(request: web.Request) -> web.Response:
 
 
 def _expire_other_sessions_if_paid_earlier(app: web.Application, applied: Applied) -> None:
+    """A ride paid on an earlier attempt: its other sessions are expired now (the reconciler
+    does it otherwise)."""
     links = app.get(LINKS)
-    if applied.paid_on_earlier_attempt is None or applied.payment is None:
-        return
-    if links is None:
-        logger.error(
-            "a ride paid on an earlier attempt may have another open session; no Stripe key",
-            extra={"rideId": applied.payment.ride_id},
-        )
-        return
-    links.expire_other_sessions_soon(applied.payment, applied.paid_on_earlier_attempt)
+    if links is not None and applied.payment is not None and applied.payment.sessions_to_expire:
+        links.expire_other_sessions_soon(applied.payment)
 
 
 async def _body_within_limit(request: web.Request) -> bytes | None:

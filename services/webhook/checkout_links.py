@@ -213,46 +213,48 @@ class CheckoutLinks:
                 extra={"rideId": payment.ride_id, "error": str(error)},
             )
 
-    def expire_other_sessions_soon(self, paid: Payment, paid_attempt: int) -> None:
-        """After a success on an earlier attempt: expire every other session of the ride that
-        may still be open, in the background."""
-        task = asyncio.create_task(self._expire_other_sessions(paid, paid_attempt))
+    def expire_other_sessions_soon(self, paid: Payment) -> None:
+        """After a success on an earlier attempt: expire the ride's other sessions now, in the
+        background. Should this fail or the process die, the reconciler does it later: the
+        sessions stay listed in the record (`sessionsToExpire`) until they are expired."""
+        task = asyncio.create_task(self._expire_other_sessions_quietly(paid))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _expire_other_sessions(self, paid: Payment, paid_attempt: int) -> None:
-        for attempt in paid.attempts:
-            if attempt.attempt == paid_attempt or attempt.status in (
-                PaymentStatus.EXPIRED,
-                PaymentStatus.CANCELED,
-            ):
-                continue
-            try:
-                await until_done(
-                    functools.partial(self._expire_if_open, attempt.stripe_session_id),
-                    what="expiring a paid ride's other session",
-                    backoff=Backoff(first_s=0.5, max_s=30),
-                    log_extra={
-                        "rideId": paid.ride_id,
-                        "stripeSessionId": attempt.stripe_session_id,
-                    },
-                    attempts=10,
-                )
-            except Exception as error:
-                logger.error(
-                    "could not expire a paid ride's other session",
-                    extra={
-                        "rideId": paid.ride_id,
-                        "stripeSessionId": attempt.stripe_session_id,
-                        "error": str(error),
-                    },
-                )
-
-    async def _expire_if_open(self, session_id: str) -> None:
-        session = await self._gateway.retrieve_checkout_session(session_id)
-        if session.status == "open":
-            await self._expire(session_id, why="paid_elsewhere")
+    async def _expire_other_sessions_quietly(self, paid: Payment) -> None:
+        try:
+            await until_done(
+                functools.partial(expire_other_sessions, self._store, self._gateway, paid),
+                what="expiring a paid ride's other sessions",
+                backoff=Backoff(first_s=0.5, max_s=10),
+                log_extra={"rideId": paid.ride_id},
+                attempts=5,
+            )
+        except Exception as error:
+            logger.warning(
+                "a paid ride's other sessions are left to the reconciler",
+                extra={"rideId": paid.ride_id, "error": str(error)},
+            )
 
     async def close(self) -> None:
         if self._closing:
             await asyncio.wait(self._closing, timeout=10)
+
+
+async def expire_other_sessions(store: PaymentStore, gateway: StripeGateway, paid: Payment) -> None:
+    """Expire at Stripe every session listed in `paid.sessions_to_expire` that is still open,
+    then strike the list from the record."""
+    for session_id in paid.sessions_to_expire:
+        session = await gateway.retrieve_checkout_session(session_id)
+        if session.status != "open":
+            continue
+        try:
+            await gateway.expire_checkout_session(session_id)
+        except PermanentStripeError:  # no longer open: paid or expired meanwhile
+            continue
+        SESSIONS_EXPIRED.labels("paid_elsewhere").inc()
+        logger.info(
+            "expired the open session of a ride paid on another attempt",
+            extra={"rideId": paid.ride_id, "stripeSessionId": session_id},
+        )
+    await store.sessions_expired(paid)

@@ -5,8 +5,9 @@ interval, the replica holding the lease takes payments still `pending` or `faile
 change is older than RECONCILE_AFTER_S, the least recently reconciled first (so every one gets
 its turn, whatever the backlog), reads their Checkout Session, and applies what Stripe says
 through the same transition rules and notification path as a webhook. An open session past its
-`expires_at` is expired at Stripe first. The lease is renewed while the run works, and a run
-that finds it lost stops touching payments.
+`expires_at` is expired at Stripe first; so are the other sessions of a ride paid on an earlier
+attempt, when the webhook that saw the payment could not expire them. The lease is renewed
+while the run works, and a run that finds it lost stops touching payments.
 
 It lives in the webhook service because it is the same job seen from the other side (Stripe
 tells us / we ask Stripe): it shares the status-change use case, the outbox and the
@@ -25,6 +26,7 @@ from datetime import timedelta
 
 from prometheus_client import Counter
 
+from services.webhook.checkout_links import expire_other_sessions
 from services.webhook.events import PaymentUpdate
 from services.webhook.status_changes import Result, apply_update
 from shared.model import PaymentStatus
@@ -65,6 +67,7 @@ class RunReport:
     checked: int = 0
     fixed: list[str] = field(default_factory=list)
     lost_lease: bool = False
+    closed: list[str] = field(default_factory=list)  # rides whose other sessions were expired
 
 
 class Reconciler:
@@ -111,6 +114,8 @@ class Reconciler:
         report = RunReport(ran=True)
         try:
             await self._reconcile(report)
+            if not report.lost_lease:
+                await self._expire_other_sessions(report)
         finally:
             await self._lease.release()
         if report.checked:
@@ -138,6 +143,21 @@ class Reconciler:
             if await self._reconcile_one(payment):
                 report.fixed.append(payment.ride_id)
             await self._store.mark_reconciled(payment.ride_id)
+            await asyncio.sleep(self._pause_s)
+
+    async def _expire_other_sessions(self, report: RunReport) -> None:
+        """Rides paid on an earlier attempt whose other sessions the webhook could not expire."""
+        for paid in await self._store.with_sessions_to_expire(self._batch):
+            try:
+                await expire_other_sessions(self._store, self._gateway, paid)
+            except Exception as error:
+                ERRORS.inc()
+                logger.warning(
+                    "could not expire a paid ride's other sessions",
+                    extra={"rideId": paid.ride_id, "error": str(error)},
+                )
+                continue
+            report.closed.append(paid.ride_id)
             await asyncio.sleep(self._pause_s)
 
     async def _reconcile_one(self, payment: Payment) -> bool:

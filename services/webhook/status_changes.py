@@ -113,7 +113,10 @@ async def _apply_to_earlier_attempt(
     """A success on any attempt settles the ride; anything else about an earlier attempt is
     only noted in its entry and the history."""
     if change.target is PaymentStatus.SUCCEEDED:
-        paid = await store.apply({"rideId": payment.ride_id}, change, allowed_from=UNPAID_STATUSES)
+        settling = replace(change, settles_earlier_attempt=True)
+        paid = await store.apply(
+            {"rideId": payment.ride_id}, settling, allowed_from=UNPAID_STATUSES
+        )
         if paid is not None:
             logger.warning(
                 "an earlier attempt was paid; the ride's other sessions are to be expired",

@@ -17,7 +17,10 @@ from devstack import servers
 from devstack.stripe_simulator import SimulatorConfig, create_app
 from devstack.stripe_simulator.simulator import SIMULATOR, Simulator
 from services.webhook.checkout_links import CheckoutLinks, Redirects, RideNotPayable
+from services.webhook.events import StripeEvent, interpret
 from services.webhook.outstanding import outstanding
+from services.webhook.reconciler import Reconciler
+from services.webhook.status_changes import apply_update
 from shared.bus import NotificationBus
 from shared.model import PaymentStatus
 from shared.store import OUTSTANDING_INDEX, Payment, PaymentStore, StatusChange
@@ -204,3 +207,42 @@ async def test_a_canceled_attempt_whose_session_is_still_open_is_expired_not_han
     sessions = {s["id"]: s for s in sessions_of(simulator, ride)}
     assert sessions[str(first.stripe_session_id)]["status"] == "expired"
     assert link.attempt == 2 and sessions[str(link.stripe_session_id)]["status"] == "open"
+
+
+async def test_the_reconciler_expires_what_a_success_on_an_earlier_attempt_left_open(
+    store: PaymentStore, gateway: StripeGateway, simulator: Sim
+) -> None:
+    """The webhook that applied the success died before expiring the other session."""
+    ride = f"left-open-{time.time_ns()}"
+    first = await open_payment(store, gateway, ride)
+    second = await gateway.create_checkout_session(checkout_request(ride, attempt=2))
+    assert second.url is not None
+    assert await store.start_attempt(first, second.id, second.url, expires_at_of(second))
+    succeeded = StripeEvent(
+        f"evt_{ride}",
+        "payment_intent.succeeded",
+        {"id": f"pi_{ride}", "metadata": {"rideId": ride, "attempt": "1"}},
+    )
+    update = interpret(succeeded)
+    assert update is not None
+    applied = await apply_update(store, update, source="test")
+    assert applied.payment is not None and applied.payment.sessions_to_expire == (second.id,)
+
+    reconciler = Reconciler(
+        store,
+        gateway,
+        store.lease("reconciler", "test", ttl_s=60),
+        lambda _: None,
+        settle_after_s=0,
+        batch=100,
+        rate_per_s=1000,
+        renew_every_s=20,
+    )
+    report = await reconciler.run_once()
+
+    assert ride in report.closed
+    sessions = {s["id"]: s["status"] for s in sessions_of(simulator, ride)}
+    assert sessions == {str(first.stripe_session_id): "open", second.id: "expired"}
+    document = await store.find_document(ride)
+    assert document is not None and document["status"] == "succeeded"
+    assert "sessionsToExpire" not in document
