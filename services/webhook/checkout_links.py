@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 ATTEMPTS_CREATED = Counter("payments_checkout_attempts_created_total", "New attempts stored")
 SESSIONS_EXPIRED = Counter(
     "payments_checkout_sessions_expired_total",
-    "Sessions expired at Stripe by the payments API",
+    "Sessions expired at Stripe so that a ride has one payable session at most",
     ["why"],
 )
 STILL_PAYABLE = (PaymentStatus.PENDING, PaymentStatus.FAILED)
