@@ -1,6 +1,6 @@
 # The two commands: `make run` starts the whole system on this machine, `make test` runs every test.
-# With `make run` going, in another terminal: `make ride`, `make watch`, `make refund`, `make dlq`,
-# `make replay`.
+# With `make run` going, in another terminal: `make ride`, `make watch`, `make refund`,
+# `make outstanding`, `make dlq`, `make replay`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -14,7 +14,7 @@ AMOUNT ?=
 REF ?=
 DEVSTACK := $(BIN)/python -m devstack
 
-.PHONY: run ride watch refund dlq replay reset test lint typecheck pytest install browser clean lock
+.PHONY: run ride watch refund outstanding dlq replay reset test lint typecheck pytest install browser clean lock
 
 run: $(STAMP)
 	$(DEVSTACK) run $(ARGS)
@@ -29,6 +29,10 @@ watch: $(STAMP)
 refund: $(STAMP)
 	$(if $(RIDE),,$(error make refund needs RIDE=<the paid ride's rideId>))
 	$(DEVSTACK) refund --ride '$(RIDE)' $(if $(AMOUNT),--amount '$(AMOUNT)')
+
+# make outstanding RIDER=u1: what that rider still owes
+outstanding: $(STAMP)
+	$(DEVSTACK) outstanding --user '$(RIDER)'
 
 dlq: $(STAMP)
 	$(DEVSTACK) dlq list

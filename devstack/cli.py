@@ -1,5 +1,5 @@
-"""`python -m devstack run | ride | refund | watch | dlq | reset`: the local stack and the
-tools to play with it. The tools find the stack `make run` started through
+"""`python -m devstack run | ride | refund | watch | outstanding | dlq | reset`: the local
+stack and the tools to play with it. The tools find the stack `make run` started through
 `<folder>/stack.json`."""
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     _add_ride(commands.add_parser("ride", help="publish a ride event as the ride service does"))
     _add_refund(commands.add_parser("refund", help="request a refund as the platform does"))
     _add_watch(commands.add_parser("watch", help="print a user's notifications as they arrive"))
+    _add_outstanding(commands.add_parser("outstanding", help="list what a user still owes"))
     _add_dlq(commands.add_parser("dlq", help="list or replay dead letters of the running stack"))
     _add_reset(commands.add_parser("reset", help="delete the stack's data (not the virtualenv)"))
     args = parser.parse_args(argv)
@@ -234,3 +235,30 @@ def _reset(args: argparse.Namespace) -> None:
         return
     shutil.rmtree(folder)
     print(f"devstack: deleted {folder} (payments, rider history, simulator state, logs)")
+
+
+def _add_outstanding(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user", required=True, help="the rider's userId")
+    parser.add_argument("--api", help="the payments API's base URL (default: the running stack's)")
+    _add_folder(parser)
+    parser.add_argument("--token", help="bearer token, when INTERNAL_API_TOKENS is set")
+    parser.set_defaults(handler=_outstanding)
+
+
+async def _outstanding(args: argparse.Namespace) -> None:
+    """One line per unpaid ride, oldest first, then the totals per currency."""
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    api = args.api or f"{addresses.read(args.folder).webhook_internal}/payment-service"
+    url = f"{api}/users/{args.user}/outstanding"
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
+        body = await response.json(content_type=None)
+    if response.status != 200:
+        raise SystemExit(f"payments API answered {response.status}: {body}")
+    for ride in body["rides"]:
+        link = ride["paymentUrl"] or "(no payable link: ask for a new one)"
+        print(
+            f"{ride['createdAt']}  {ride['rideId']}  {ride['amount']} {ride['currency']}"
+            f"  {ride['status']}  attempt {ride['attempt']}  {link}"
+        )
+    totals = ", ".join(f"{amount} {currency}" for currency, amount in body["total"].items())
+    print(f"total owed (minor units): {totals or 'nothing'}")

@@ -200,6 +200,8 @@ class Stack:
                     str(ports.rider_page),
                     "--notifier",
                     f"ws://127.0.0.1:{ports.notifier}/payment-ws",
+                    "--payments-api",
+                    f"http://127.0.0.1:{ports.webhook_internal}/payment-service",
                 ],
             ),
         ]

@@ -114,6 +114,16 @@ def status_after_refunds(amount: int, amount_refunded: int) -> PaymentStatus:
     return PaymentStatus.PARTIALLY_REFUNDED
 
 
+# A ride in one of these is still owed: a new attempt (a new Checkout Session) may collect it,
+# and a success on any attempt, even an earlier one, settles it.
+UNPAID_STATUSES: tuple[PaymentStatus, ...] = (
+    PaymentStatus.PENDING,
+    PaymentStatus.FAILED,
+    PaymentStatus.EXPIRED,
+    PaymentStatus.CANCELED,
+)
+
+
 def can_transition(current: PaymentStatus, target: PaymentStatus) -> bool:
     return target in ALLOWED_TRANSITIONS[current]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import stripe
@@ -37,13 +38,17 @@ class CheckoutRequest:
     currency: str
     success_url: str
     cancel_url: str
+    attempt: int = 1
 
     @property
     def idempotency_key(self) -> str:
-        return f"checkout-{self.ride_id}"
+        """The first attempt keeps the key rides always had; each later one has its own."""
+        if self.attempt == 1:
+            return f"checkout-{self.ride_id}"
+        return f"checkout-{self.ride_id}-{self.attempt}"
 
     def params(self) -> dict[str, Any]:
-        metadata = {"rideId": self.ride_id, "userId": self.user_id}
+        metadata = {"rideId": self.ride_id, "userId": self.user_id, "attempt": str(self.attempt)}
         return {
             "mode": "payment",
             "client_reference_id": self.ride_id,
@@ -133,6 +138,11 @@ class StripeRefund:
             amount=refund["amount"],
             failure_reason=_field(refund, "failure_reason"),
         )
+
+
+def expires_at_of(session: CheckoutSession) -> datetime | None:
+    """When the session stops being payable, as a time (Stripe gives Unix seconds)."""
+    return datetime.fromtimestamp(session.expires_at, UTC) if session.expires_at else None
 
 
 def _field(stripe_object: Any, name: str) -> Any:

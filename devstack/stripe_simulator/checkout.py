@@ -46,8 +46,8 @@ class Action(StrEnum):
 
 
 class SessionNotOpenError(Exception):
-    def __init__(self, session: SessionRecord) -> None:
-        self.status = str(session.obj["status"])
+    def __init__(self, session: SessionRecord, status: str | None = None) -> None:
+        self.status = status or str(session.obj["status"])
         super().__init__(
             f'Only Checkout Sessions with a status in ["open"] can be changed. '
             f'This Checkout Session has a status of "{self.status}".'
@@ -98,6 +98,9 @@ def apply_action(state: SimulatorState, session: SessionRecord, action: Action) 
     """Change the session as the customer's `action` would and return the events, in order."""
     if not session.is_open:
         raise SessionNotOpenError(session)
+    if action is not Action.EXPIRE and session.obj["expires_at"] <= state.now():
+        # Past `expires_at` Stripe takes no payment, even before its sweep marks it expired.
+        raise SessionNotOpenError(session, status="expired")
     if action is Action.PAY:
         return _pay(state, session)
     if action is Action.DECLINE:

@@ -5,8 +5,9 @@ interval, the replica holding the lease takes payments still `pending` or `faile
 change is older than RECONCILE_AFTER_S, the least recently reconciled first (so every one gets
 its turn, whatever the backlog), reads their Checkout Session, and applies what Stripe says
 through the same transition rules and notification path as a webhook. An open session past its
-`expires_at` is expired at Stripe first. The lease is renewed while the run works, and a run
-that finds it lost stops touching payments.
+`expires_at` is expired at Stripe first; so are the other sessions of a ride paid on an earlier
+attempt, when the webhook that saw the payment could not expire them. The lease is renewed
+while the run works, and a run that finds it lost stops touching payments.
 
 It lives in the webhook service because it is the same job seen from the other side (Stripe
 tells us / we ask Stripe): it shares the status-change use case, the outbox and the
@@ -25,6 +26,7 @@ from datetime import timedelta
 
 from prometheus_client import Counter
 
+from services.webhook.checkout_links import expire_other_sessions
 from services.webhook.events import PaymentUpdate
 from services.webhook.refund_reconciliation import RefundSettler
 from services.webhook.status_changes import Result, apply_update
@@ -107,6 +109,7 @@ class RunReport:
     checked: int = 0
     fixed: list[str] = field(default_factory=list)
     lost_lease: bool = False
+    closed: list[str] = field(default_factory=list)  # rides whose other sessions were expired
 
 
 class Reconciler:
@@ -156,6 +159,8 @@ class Reconciler:
         report = RunReport(ran=True)
         try:
             await self._reconcile(report)
+            if not report.lost_lease:
+                await self._expire_other_sessions(report)
         finally:
             await self._lease.release()
         if report.checked:
@@ -190,6 +195,21 @@ class Reconciler:
             await asyncio.sleep(self._pause_s)
         if self._refunds is not None:
             await self._refunds.run_once()
+
+    async def _expire_other_sessions(self, report: RunReport) -> None:
+        """Rides paid on an earlier attempt whose other sessions the webhook could not expire."""
+        for paid in await self._store.with_sessions_to_expire(self._batch):
+            try:
+                await expire_other_sessions(self._store, self._gateway, paid)
+            except Exception as error:
+                ERRORS.inc()
+                logger.warning(
+                    "could not expire a paid ride's other sessions",
+                    extra={"rideId": paid.ride_id, "error": str(error)},
+                )
+                continue
+            report.closed.append(paid.ride_id)
+            await asyncio.sleep(self._pause_s)
 
     async def _reconcile_one(self, payment: Payment) -> bool:
         CHECKED.inc()
@@ -245,7 +265,9 @@ def _update(payment: Payment, session: CheckoutSession, target: PaymentStatus) -
         event_id=f"reconcile:{session.id}:{target.value}",
         event_type="reconciliation",
         target=target,
-        selectors=[{"rideId": payment.ride_id}],
+        # The current attempt only: if a new one started meanwhile, this answer is stale.
+        selectors=[{"rideId": payment.ride_id, "stripeSessionId": session.id}],
         payment_intent_id=session.payment_intent_id,
         ride_id=payment.ride_id,
+        attempt=payment.attempt,
     )

@@ -21,6 +21,8 @@ const PERMANENT_CLOSE_CODES = new Map([
   [1009, "a message was too big"],
 ]);
 const STATUSES_TO_PAY = new Set(["pending", "failed"]);
+// A ride in one of these can no longer be paid with its link, but a new attempt can be asked for.
+const STATUSES_TO_RENEW = new Set(["expired", "canceled"]);
 
 const elements = {
   form: document.getElementById("register"),
@@ -65,7 +67,7 @@ function showNotice(kind, text) {
 // The actions a rider can take on one ride. Each gets the ride's state ({rideId, status,
 // paymentUrl, amount, currency, attempt}) and returns an element or null; add a function here
 // to offer another action.
-const RIDE_ACTIONS = [payLinkAction];
+const RIDE_ACTIONS = [payLinkAction, newLinkAction];
 
 function payLinkAction(ride) {
   if (!ride.paymentUrl || !STATUSES_TO_PAY.has(ride.status)) return null;
@@ -76,6 +78,31 @@ function payLinkAction(ride) {
   link.target = "_blank";
   link.rel = "noopener";
   return link;
+}
+
+// The page's server asks the payments API for the ride's next attempt; its link then arrives
+// over the socket like any other `payment_url`.
+function newLinkAction(ride) {
+  if (!STATUSES_TO_RENEW.has(ride.status)) return null;
+  const button = document.createElement("button");
+  button.className = "new-link";
+  button.type = "button";
+  button.textContent = "Get a new link";
+  button.addEventListener("click", () => askForNewLink(ride.rideId, button));
+  return button;
+}
+
+async function askForNewLink(rideId, button) {
+  button.disabled = true;
+  try {
+    const response = await fetch(`/rides/${encodeURIComponent(rideId)}/checkout`, { method: "POST" });
+    if (response.ok) return;
+    const body = await response.json().catch(() => ({}));
+    showNotice("error", `no new link for ${rideId}: ${body.error || `HTTP ${response.status}`}`);
+  } catch (error) {
+    showNotice("error", `no new link for ${rideId}: ${error}`);
+  }
+  button.disabled = false;
 }
 
 function renderActions(row, ride) {
