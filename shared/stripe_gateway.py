@@ -1,4 +1,4 @@
-"""Checkout Sessions through the Stripe SDK's async client.
+"""Checkout Sessions and Refunds through the Stripe SDK's async client.
 
 Errors are sorted into the two kinds callers act on: transient (retry later) and permanent
 (the request itself is wrong and will never succeed).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import stripe
@@ -37,13 +38,17 @@ class CheckoutRequest:
     currency: str
     success_url: str
     cancel_url: str
+    attempt: int = 1
 
     @property
     def idempotency_key(self) -> str:
-        return f"checkout-{self.ride_id}"
+        """The first attempt keeps the key rides always had; each later one has its own."""
+        if self.attempt == 1:
+            return f"checkout-{self.ride_id}"
+        return f"checkout-{self.ride_id}-{self.attempt}"
 
     def params(self) -> dict[str, Any]:
-        metadata = {"rideId": self.ride_id, "userId": self.user_id}
+        metadata = {"rideId": self.ride_id, "userId": self.user_id, "attempt": str(self.attempt)}
         return {
             "mode": "payment",
             "client_reference_id": self.ride_id,
@@ -93,6 +98,53 @@ class CheckoutSession:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class RefundCall:
+    """A refund of (part of) a ride's PaymentIntent; `refund_id` is the caller's key."""
+
+    ride_id: str
+    refund_id: str
+    payment_intent_id: str
+    amount: int
+    reason: str | None
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"refund-{self.refund_id}"
+
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "payment_intent": self.payment_intent_id,
+            "amount": self.amount,
+            "metadata": {"rideId": self.ride_id, "refundId": self.refund_id},
+        }
+        if self.reason:
+            params["reason"] = self.reason
+        return params
+
+
+@dataclass(frozen=True, slots=True)
+class StripeRefund:
+    id: str
+    status: str
+    amount: int
+    failure_reason: str | None
+
+    @classmethod
+    def from_stripe(cls, refund: Any) -> StripeRefund:
+        return cls(
+            id=refund["id"],
+            status=_field(refund, "status") or "pending",
+            amount=refund["amount"],
+            failure_reason=_field(refund, "failure_reason"),
+        )
+
+
+def expires_at_of(session: CheckoutSession) -> datetime | None:
+    """When the session stops being payable, as a time (Stripe gives Unix seconds)."""
+    return datetime.fromtimestamp(session.expires_at, UTC) if session.expires_at else None
+
+
 def _field(stripe_object: Any, name: str) -> Any:
     """A field of a `StripeObject` or dict, None when absent (StripeObject has no `get`)."""
     if stripe_object is None or name not in stripe_object:
@@ -134,6 +186,19 @@ class StripeGateway:
         async with _classified("expire_checkout_session"):
             session = await self._client.v1.checkout.sessions.expire_async(session_id)
         return CheckoutSession.from_stripe(session)
+
+    async def create_refund(self, call: RefundCall) -> StripeRefund:
+        async with _classified("create_refund"):
+            refund = await self._client.v1.refunds.create_async(
+                params=call.params(),  # type: ignore[arg-type]
+                options={"idempotency_key": call.idempotency_key},
+            )
+        return StripeRefund.from_stripe(refund)
+
+    async def retrieve_refund(self, stripe_refund_id: str) -> StripeRefund:
+        async with _classified("retrieve_refund"):
+            refund = await self._client.v1.refunds.retrieve_async(stripe_refund_id)
+        return StripeRefund.from_stripe(refund)
 
 
 class _classified:

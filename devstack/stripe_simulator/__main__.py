@@ -76,6 +76,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "first retry delay in seconds, doubled on each retry",
         float,
     )
+    _option(
+        parser,
+        "--state-file",
+        "STRIPE_SIM_STATE_FILE",
+        None,
+        "keep sessions, payment intents, events and idempotency keys in this JSON file",
+    )
     _option(parser, "--log-level", "STRIPE_SIM_LOG_LEVEL", "INFO", "logging level")
     return parser.parse_args(argv)
 
@@ -91,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         latency_ms=args.latency_ms,
         webhook_max_attempts=args.webhook_max_attempts,
         webhook_initial_backoff_s=args.webhook_backoff_s,
+        state_file=args.state_file,
     )
     web.run_app(create_app(config), host=args.host, port=args.port, print=None)
 

@@ -32,6 +32,8 @@ def create_v1_app() -> web.Application:
     app.router.add_get("/checkout/sessions/{id}", retrieve_checkout_session)
     app.router.add_post("/checkout/sessions/{id}/expire", expire_checkout_session)
     app.router.add_get("/payment_intents/{id}", retrieve_payment_intent)
+    app.router.add_post("/refunds", create_refund)
+    app.router.add_get("/refunds/{id}", retrieve_refund)
     app.router.add_route("*", "/{tail:.*}", unrecognized_url)
     return app
 
@@ -108,11 +110,21 @@ async def retrieve_payment_intent(request: web.Request) -> web.Response:
     return json_response(intent)
 
 
+async def create_refund(request: web.Request) -> web.Response:
+    simulator = request.config_dict[SIMULATOR]
+    cause = RequestInfo(request[REQUEST_ID], request.headers.get("Idempotency-Key"))
+    return json_response(simulator.create_refund(request[PARAMS], cause))
+
+
+async def retrieve_refund(request: web.Request) -> web.Response:
+    return json_response(request.config_dict[SIMULATOR].refund(request.match_info["id"]))
+
+
 async def unrecognized_url(request: web.Request) -> web.Response:
     raise StripeApiError(
         404,
         f"Unrecognized request URL ({request.method}: {request.path}). "
-        "The simulator implements only the Checkout Session and PaymentIntent calls.",
+        "The simulator implements only the Checkout Session, PaymentIntent and Refund calls.",
     )
 
 

@@ -25,6 +25,11 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/_sim/config", show_config)
     app.router.add_post("/_sim/config", set_config)
     app.router.add_post("/_sim/reset", reset)
+    app.router.add_get("/_sim/refunds", list_refunds)
+    app.router.add_post("/_sim/refunds/settings", set_refund_settings)
+    app.router.add_post("/_sim/refunds/{id}/{outcome}", settle_refund)
+    app.router.add_post("/_sim/disputes", open_dispute)
+    app.router.add_post("/_sim/disputes/{id}/close", close_dispute)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -128,6 +133,63 @@ async def set_config(request: web.Request) -> web.Response:
         return _error(400, "webhook_url must be a string or null, webhook_secret a string")
     state.webhook = WebhookSettings.parse(url, secret)
     return json_response(state.webhook.to_json())
+
+
+async def list_refunds(request: web.Request) -> web.Response:
+    """Every refund, oldest first; `?payment_intent=pi_...` filters."""
+    refunds = list(request.app[SIMULATOR].state.refunds.values())
+    if "payment_intent" in request.query:
+        refunds = [r for r in refunds if r["payment_intent"] == request.query["payment_intent"]]
+    return json_response({"object": "list", "data": refunds, "count": len(refunds)})
+
+
+async def set_refund_settings(request: web.Request) -> web.Response:
+    """`{"settle_after_ms": N or null, "fail_next": N}`: null leaves new refunds pending until
+    /_sim/refunds/{id}/succeed|fail; `fail_next` makes the next N refunds fail."""
+    body = await _json_body(request)
+    settings = request.app[SIMULATOR].state.refund_settings
+    delay = body.get("settle_after_ms", settings.settle_after_ms)
+    fail_next = body.get("fail_next", settings.fail_next)
+    if not (delay is None or (isinstance(delay, int) and delay >= 0)):
+        return _error(400, "settle_after_ms must be a non-negative integer or null")
+    if not isinstance(fail_next, int) or fail_next < 0:
+        return _error(400, "fail_next must be a non-negative integer")
+    settings.settle_after_ms, settings.fail_next = delay, fail_next
+    return json_response(settings.to_json())
+
+
+async def settle_refund(request: web.Request) -> web.Response:
+    outcome = request.match_info["outcome"]
+    if outcome not in ("succeed", "fail"):
+        return _error(400, "outcome must be succeed or fail")
+    simulator = request.app[SIMULATOR]
+    try:
+        events = simulator.settle_refund(request.match_info["id"], succeed=outcome == "succeed")
+    except StripeApiError as exc:
+        return exc.response()
+    return json_response({"refund": simulator.refund(request.match_info["id"]), "events": events})
+
+
+async def open_dispute(request: web.Request) -> web.Response:
+    """`{"session": "cs_test_..."}`: the paid session's charge is disputed (needs_response)."""
+    session_id = (await _json_body(request)).get("session")
+    if not isinstance(session_id, str):
+        return _error(400, "session must be a Checkout Session id")
+    try:
+        dispute, events = request.app[SIMULATOR].open_dispute(session_id)
+    except StripeApiError as exc:
+        return exc.response()
+    return json_response({"dispute": dispute, "events": events})
+
+
+async def close_dispute(request: web.Request) -> web.Response:
+    """`{"outcome": "won" | "lost"}`."""
+    outcome = (await _json_body(request)).get("outcome")
+    try:
+        events = request.app[SIMULATOR].close_dispute(request.match_info["id"], str(outcome))
+    except StripeApiError as exc:
+        return exc.response()
+    return json_response({"events": events})
 
 
 async def reset(request: web.Request) -> web.Response:

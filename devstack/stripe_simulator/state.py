@@ -87,6 +87,18 @@ class Faults:
 
 
 @dataclass(slots=True)
+class RefundSettings:
+    """How new refunds end: after `settle_after_ms` (None: only when told, through the control
+    API), succeeding unless `fail_next` says the next ones fail."""
+
+    settle_after_ms: int | None = 200
+    fail_next: int = 0
+
+    def to_json(self) -> JSONObject:
+        return {"settle_after_ms": self.settle_after_ms, "fail_next": self.fail_next}
+
+
+@dataclass(slots=True)
 class WebhookSettings:
     url: str | None
     secrets: tuple[str, ...]
@@ -105,6 +117,9 @@ class SimulatorState:
         self.clock = clock
         self.sessions: dict[str, SessionRecord] = {}
         self.payment_intents: dict[str, JSONObject] = {}
+        self.refunds: dict[str, JSONObject] = {}
+        self.disputes: dict[str, JSONObject] = {}
+        self.refund_settings = RefundSettings()
         self.events: list[EventRecord] = []
         self.idempotency = IdempotencyCache(clock)
         self.faults = Faults()
@@ -121,6 +136,9 @@ class SimulatorState:
         """Forget everything and return to the startup configuration."""
         self.sessions.clear()
         self.payment_intents.clear()
+        self.refunds.clear()
+        self.disputes.clear()
+        self.refund_settings = RefundSettings()
         self.events.clear()
         self.idempotency.clear()
         self.faults = Faults()

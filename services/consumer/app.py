@@ -6,7 +6,7 @@ import asyncio
 import logging
 import socket
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,6 +19,7 @@ from services.consumer.offsets import LedgerApp
 from services.consumer.orphans import OrphanSweeper
 from services.consumer.process import CheckoutSettings, PaymentCreator
 from services.consumer.records import DEAD_LETTER_TOPIC, SOURCE_TOPIC, DeadLetter, IncomingRecord
+from services.consumer.refund_agent import add_refund_agent
 from services.consumer.shutdown import Shutdown, WorkAbandoned
 from shared.bus import NotificationBus, connect_redis
 from shared.observability import flag_check, health_routes
@@ -45,6 +46,7 @@ class ConsumerRuntime(Service):
     ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
+        self.shutdown = shutdown
         self.kafka_joined = False
         self.store_ready = asyncio.Event()
         self.agent_crashed = False
@@ -172,29 +174,39 @@ def create_app(settings: Settings) -> tuple[faust.App, ConsumerRuntime]:
     dead_letters = app.topic(DEAD_LETTER_TOPIC, key_serializer="raw", value_serializer="raw")
     runtime = ConsumerRuntime(settings, dead_letters, shutdown)
 
-    async def handle(event: faust.EventT[bytes]) -> None:
-        """Handle one event and mark it done; one abandoned at shutdown is never marked."""
+    async def handle(
+        event: faust.EventT[bytes], process: Callable[[IncomingRecord], Awaitable[object]]
+    ) -> None:
+        """Process one event and mark it done; one abandoned at shutdown is never marked."""
         # Before any await: the ledger relies on events being taken in offset order.
         progress = app.offsets.taken(event.message)
         record = _incoming(event)
         try:
             async with shutdown.abandonable():
-                await runtime.handler.handle(record)
+                await process(record)
         except (WorkAbandoned, RetriesStopped) as reason:
             logger.warning(
-                "ride event left to the partition's next owner",
+                "record left to the partition's next owner",
                 extra={"source": record.position, "reason": str(reason)},
             )
             return
         progress.done(event.message.offset)
 
-    @app.agent(source, concurrency=settings.consumer_concurrency)
-    async def create_payments(stream: faust.StreamT[bytes]) -> None:
-        await runtime.store_ready.wait()
+    async def consume(
+        stream: faust.StreamT[bytes], process: Callable[[IncomingRecord], Awaitable[object]]
+    ) -> None:
+        """Every agent's loop: the offset ledger, the bounded shutdown, the crash watch."""
         with runtime.crash_watch():
             async for event in stream.events():
                 if not shutdown.stopping.is_set():
-                    await handle(event)
+                    await handle(event, process)
+
+    @app.agent(source, concurrency=settings.consumer_concurrency)
+    async def create_payments(stream: faust.StreamT[bytes]) -> None:
+        await runtime.store_ready.wait()
+        await consume(stream, runtime.handler.handle)
+
+    add_refund_agent(app, runtime, consume, settings.consumer_concurrency)
 
     @app.on_partitions_assigned.connect
     async def _joined(_app: Any, /, *_: Any, signal: Any, **__: Any) -> None:

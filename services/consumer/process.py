@@ -17,7 +17,7 @@ from shared.announcements import announce_payment_url
 from shared.bus import NotificationBus
 from shared.model import PaymentStatus, RideEvent, to_minor_units
 from shared.store import Payment, PaymentStore
-from shared.stripe_gateway import CheckoutRequest, StripeGateway
+from shared.stripe_gateway import CheckoutRequest, StripeGateway, expires_at_of
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,9 @@ class PaymentCreator:
             "checkout session created",
             extra={"rideId": payment.ride_id, "stripeSessionId": session.id},
         )
-        return await self._store.attach_session(payment, session.id, session.url)
+        return await self._store.attach_session(
+            payment, session.id, session.url, expires_at_of(session)
+        )
 
 
 def _warn_if_conflicting(event: RideEvent, amount: int, payment: Payment) -> None:
