@@ -164,9 +164,11 @@ def utcnow() -> datetime:
 
 
 def public_view(document: Document) -> Document:
-    """The record as the HTTP API shows it: JSON-friendly, without internals (`_id`, outbox)."""
+    """The record as the HTTP API shows it: JSON-friendly, without internals (`_id`, outbox).
+    What a document gains only with its first refund shows its empty value, as the contract
+    has every record carry it."""
     view = {key: value for key, value in document.items() if key not in ("_id", "outbox")}
-    return {"history": [], **_json_friendly(view)}
+    return {"history": [], "amountRefunded": 0, "refunds": [], **_json_friendly(view)}
 
 
 def _json_friendly(value: Any) -> Any:

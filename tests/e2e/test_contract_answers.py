@@ -1,10 +1,5 @@
 """The HTTP answers the running processes give, held to contracts/openapi.yaml: health,
-readiness and metrics of every process, a refused webhook delivery, and the payments API.
-
-The payments API's tests marked xfail(strict) are where the code does not yet send what the
-contract describes (attempts and refunds on the record, the checkout and outstanding routes:
-being built now). Once it does, they pass, strict xfail fails them, and the mark must go.
-"""
+readiness and metrics of every process, a refused webhook delivery, and the payments API."""
 
 from __future__ import annotations
 
@@ -12,7 +7,6 @@ import json
 from typing import Any
 
 import aiohttp
-import pytest
 
 from devstack import servers
 from services.webhook.app import WEBHOOK_PATH
@@ -26,7 +20,6 @@ from tests.integration.test_webhook import signed, stripe_event
 PAYMENT = "/payment-service/payments/{rideId}"
 CHECKOUT = "/payment-service/payments/{rideId}/checkout"
 OUTSTANDING = "/payment-service/users/{userId}/outstanding"
-BEING_BUILT = "the contract's attempts, refunds and checkout/outstanding routes are being built"
 
 
 async def answer(method: str, url: str, **request: Any) -> tuple[int, bytes]:
@@ -83,7 +76,6 @@ async def paid_for_later(system: System, kafka: RunningPart, unique: str) -> str
     return ride_id
 
 
-@pytest.mark.xfail(strict=True, reason=BEING_BUILT)
 async def test_the_payment_record_follows_the_contract(
     system: System, kafka: RunningPart, unique: str
 ) -> None:
@@ -93,7 +85,6 @@ async def test_the_payment_record_follows_the_contract(
     check_http_answer("GET", PAYMENT, status, body)
 
 
-@pytest.mark.xfail(strict=True, reason=BEING_BUILT)
 async def test_checkout_and_outstanding_follow_the_contract(
     system: System, kafka: RunningPart, unique: str
 ) -> None:
