@@ -4,6 +4,7 @@ readiness and metrics of every process, a refused webhook delivery, and the paym
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -14,6 +15,7 @@ from tests.conftest import RunningPart
 from tests.contracts import check_http_answer
 from tests.e2e.conftest import System
 from tests.e2e.test_payment_flow import publish_ride
+from tests.e2e.test_refunds import request_refunds
 from tests.helpers import eventually
 from tests.integration.test_webhook import signed, stripe_event
 
@@ -62,17 +64,28 @@ async def test_an_unknown_ride_follows_the_contract(system: System, unique: str)
     check_http_answer("GET", PAYMENT, status, body)
 
 
+Record = dict[str, Any]
+
+
+async def record_once(
+    system: System, ride_id: str, what: str, done: Callable[[Record], bool]
+) -> Record:
+    """The ride's record, once `done` says it is (`what` names that state)."""
+    url = system.internal_url(system.webhook, PAYMENT.replace("{rideId}", ride_id))
+
+    async def reached() -> Record | None:
+        status, body = await answer("GET", url)
+        found: Record = json.loads(body) if status == 200 else {}
+        return found if found and done(found) else None
+
+    return await eventually(reached, timeout_s=60, what=f"the payment of {ride_id} {what}")
+
+
 async def paid_for_later(system: System, kafka: RunningPart, unique: str) -> str:
     """A ride whose payment is pending with its link out; its rideId."""
     ride_id = f"ride-{unique}"
     await publish_ride(kafka, ride_id, f"user-{unique}", "12.40")
-    url = system.internal_url(system.webhook, PAYMENT.replace("{rideId}", ride_id))
-
-    async def linked() -> bool:
-        status, body = await answer("GET", url)
-        return status == 200 and json.loads(body).get("paymentUrl") is not None
-
-    await eventually(linked, timeout_s=60, what=f"the payment of {ride_id} with its link")
+    await record_once(system, ride_id, "with its link", lambda r: r["paymentUrl"] is not None)
     return ride_id
 
 
@@ -97,3 +110,20 @@ async def test_checkout_and_outstanding_follow_the_contract(
     status, body = await answer("GET", system.internal_url(system.webhook, outstanding))
     assert status == 200, body
     check_http_answer("GET", OUTSTANDING, status, body)
+
+
+async def test_a_refunded_payment_record_follows_the_contract(
+    system: System, kafka: RunningPart, unique: str
+) -> None:
+    ride_id = await paid_for_later(system, kafka, unique)
+    pending = await record_once(system, ride_id, "pending", lambda r: r["status"] == "pending")
+    pay = f"{system.stripe_url}/_sim/sessions/{pending['stripeSessionId']}/pay"
+    status, body = await answer("POST", pay)
+    assert status == 200, body
+    await record_once(system, ride_id, "paid", lambda r: r["status"] == "succeeded")
+    refund = {"refundId": f"rf-{unique}", "rideId": ride_id, "amount": "5.00"}
+    await request_refunds(kafka, [{**refund, "reason": "requested_by_customer"}])
+    await record_once(system, ride_id, "partly refunded", lambda r: r["amountRefunded"] == 500)
+    path = PAYMENT.replace("{rideId}", ride_id)
+    status, body = await answer("GET", system.internal_url(system.webhook, path))
+    check_http_answer("GET", PAYMENT, status, body)
