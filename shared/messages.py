@@ -36,17 +36,18 @@ def payment_url(
     attempt: int = 1,
     expires_at: str | None = None,
 ) -> Message:
-    """The link to pay; `expires_at` in ISO 8601 (None when unknown)."""
-    return {
+    """The link to pay; `expires_at` in ISO 8601. What is not known (None) is left out, never
+    sent as null: the contract types `amount`, `currency` and `expiresAt` when present."""
+    message: Message = {
         "type": "payment_url",
         "rideId": ride_id,
         "paymentUrl": url,
         "status": status,
-        "amount": amount,
-        "currency": currency,
         "attempt": attempt,
-        "expiresAt": expires_at,
     }
+    known = {"amount": amount, "currency": currency, "expiresAt": expires_at}
+    message.update({name: value for name, value in known.items() if value is not None})
+    return message
 
 
 def payment_status_update(
