@@ -5,7 +5,7 @@ side by side in one benchmark run:
 
 SETTING is one of:
   shared-runtime   what shared/runtime.py does (at this commit: young generation every 50,000
-                   allocations, plus a full collection whenever malloc's heap grew 8 MiB)
+                   allocations, and collections when resident memory grows)
   young-50000      the setting of ff7e3b1: import-time objects frozen, young generation every
                    50,000 allocations, nothing else (any young-<N> works alike)
   cpython          CPython's defaults: nothing frozen, young generation every 700
