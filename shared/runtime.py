@@ -32,10 +32,12 @@ YOUNG_GENERATION_THRESHOLD = 50_000
 # reference cycle of a few dozen objects counts as a few dozen. At 50,000 such garbage piled
 # up to hundreds of MiB before the young generation was collected (issue 13). So a thread
 # watches the process's resident memory and runs a full collection once it grew by half since
-# the last one (and by 16 MiB at least). Only a full one frees garbage that was still alive at
-# an earlier collection, as a request in flight is; and as it walks every live object (0.7 s
-# with 10,000 sockets), growth in proportion to what lives keeps its cost in proportion to the
-# memory allocated. A process that holds its size (the notifier with its sockets) never pays it.
+# the last one (and by 16 MiB at least). Full, because only a full one is sure to free garbage
+# that was alive at an earlier collection and got promoted (a request in flight then: young
+# collections alone let it pile up, measured). Growth in proportion to what lives, because a
+# full collection walks every live object (0.7 s with 10,000 sockets): its cost stays in
+# proportion to the memory allocated. A notifier pays three while 10,000 sockets connect, then
+# none while it holds them and delivers. Memory stays within about 1.5 times what lives.
 FULL_COLLECTION_GROWTH = 1.5
 FULL_COLLECTION_MIN_GROWTH_BYTES = 16 * 2**20
 MEMORY_CHECK_INTERVAL_S = 0.02
