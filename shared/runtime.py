@@ -37,7 +37,8 @@ YOUNG_GENERATION_THRESHOLD = 50_000
 # collections alone let it pile up, measured). Growth in proportion to what lives, because a
 # full collection walks every live object (0.7 s with 10,000 sockets): its cost stays in
 # proportion to the memory allocated. A notifier pays three while 10,000 sockets connect, then
-# none while it holds them and delivers. Memory stays within about 1.5 times what lives.
+# none while it holds them and delivers. Memory stays within about 1.5 times what lives and
+# is in flight.
 FULL_COLLECTION_GROWTH = 1.5
 FULL_COLLECTION_MIN_GROWTH_BYTES = 16 * 2**20
 MEMORY_CHECK_INTERVAL_S = 0.02
