@@ -12,7 +12,12 @@ its time.time_ns(); the clients note when each arrives, and the latency is count
 time and from the message id's (Redis's clock when the bus script appended and PUBLISHed it).
 Before each phase it waits until no other bench/ process runs and the machine is quiet.
 
+With --collector A B ..., the notifier is measured once per garbage-collector setting (see
+bench/collector_settings.py), each a fresh process with fresh sockets, and the settings are
+compared side by side, with the collections each one ran (from the notifier's /metrics).
+
     .venv/bin/python bench/notifier_sockets.py [--sockets 10000] [--rate 2000] [--seconds 15]
+    .venv/bin/python bench/notifier_sockets.py --collector young-50000 shared-runtime
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import psutil  # type: ignore[import-untyped]
 from redis.exceptions import RedisError
 
 from bench import harness
+from bench.collector_settings import EXAMPLES, SHARED_RUNTIME, collector_setting
 from bench.socket_clients import FD_MARGIN, GcPauses, freeze_heap, raise_open_files
 from devstack import servers
 from shared import messages
@@ -77,7 +83,16 @@ def parse_args() -> argparse.Namespace:
         help="before each phase, wait until other work uses less of the machine (default 0.2)",
     )
     add("--max-wait-s", type=float, default=1800, help="longest wait for a quiet machine")
-    return parser.parse_args()
+    add(
+        "--collector",
+        nargs="+",
+        default=[SHARED_RUNTIME],
+        help=f"collector settings to measure in turn (default {SHARED_RUNTIME}; {EXAMPLES})",
+    )
+    args = parser.parse_args()
+    for setting in args.collector:
+        collector_setting(setting)  # an unknown name stops here, before anything starts
+    return args
 
 
 # --- other benchmarks on the machine -----------------------------------------------------
@@ -484,9 +499,41 @@ def _latency(
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
-    holdings: list[Holding]
+class Collections:
+    """The notifier's garbage collections so far, from its /metrics."""
+
+    full: int  # generation 2, by whatever cause
+    on_growth: int  # of those, shared/runtime.py's when resident memory grew
+
+    def __sub__(self, earlier: Collections) -> Collections:
+        return Collections(self.full - earlier.full, self.on_growth - earlier.on_growth)
+
+
+async def collections_so_far(process: servers.ChildProcess) -> Collections:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{process.port}/metrics") as response:
+            text = await response.text()
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line[:1] != "#")
+    full = samples.get('python_gc_collections_total{generation="2"}', "0")
+    on_growth = samples.get("payments_gc_memory_growth_collection_seconds_count", "0")
+    return Collections(int(float(full)), int(float(on_growth)))
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """One notifier process, under one collector setting."""
+
+    setting: str
+    holding: Holding
     latency: Latency
+    while_connecting: Collections
+    while_publishing: Collections
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    notifiers: list[Measured]
+    bare: Holding | None
 
 
 def ws_url(process: servers.ChildProcess) -> str:
@@ -502,18 +549,34 @@ async def measure_bare(args: argparse.Namespace, parts: harness.Parts, logs: Pat
     return holding
 
 
+async def measure_notifier(
+    setting: str, args: argparse.Namespace, parts: harness.Parts, logs: Path
+) -> Measured:
+    redis_url = parts.redis()  # its own: the users' histories would be replayed to the next
+    env = {"REDIS_URL": redis_url, "LOG_LEVEL": "WARNING"}
+    notifier = parts.service(
+        NOTIFIER, "bench.collector_settings", env, [setting, "services.notifier"]
+    )
+    await harness.wait_ready(notifier)
+    target = Target(f"notifier ({setting})", NOTIFIER, ws_url(notifier), register=True)
+    async with fleet(target.url, True, args, logs, f"{NOTIFIER}-{setting}") as clients:
+        at_start = await collections_so_far(notifier)
+        holding = await hold(target, clients, parts, args)
+        connected = await collections_so_far(notifier)
+        latency = await measure_latency(redis_url, clients, parts, args)
+        published = await collections_so_far(notifier)
+    parts.stop(NOTIFIER)
+    parts.stop("redis")
+    return Measured(setting, holding, latency, connected - at_start, published - connected)
+
+
 async def run(args: argparse.Namespace, logs: Path) -> Outcome:
     with harness.running_parts(logs) as parts:
-        redis_url = parts.redis()
-        holdings = [] if args.skip_bare else [await measure_bare(args, parts, logs)]
-        env = {"REDIS_URL": redis_url, "LOG_LEVEL": "WARNING"}
-        notifier = parts.service(NOTIFIER, "services.notifier", env)
-        await harness.wait_ready(notifier)
-        target = Target("notifier", NOTIFIER, ws_url(notifier), register=True)
-        async with fleet(target.url, True, args, logs, NOTIFIER) as clients:
-            holdings.insert(0, await hold(target, clients, parts, args))
-            latency = await measure_latency(redis_url, clients, parts, args)
-        return Outcome(holdings, latency)
+        bare = None if args.skip_bare else await measure_bare(args, parts, logs)
+        notifiers = [
+            await measure_notifier(setting, args, parts, logs) for setting in args.collector
+        ]
+        return Outcome(notifiers, bare)
 
 
 # --- printing ----------------------------------------------------------------------------
@@ -620,9 +683,38 @@ def p99_by_second(latency: Latency) -> list[float]:
     return [harness.percentile(buckets[second], 0.99) for second in sorted(buckets)]
 
 
-def print_verdicts(outcome: Outcome) -> None:
-    notifier, *bare = outcome.holdings
-    latency = outcome.latency
+def print_side_by_side(notifiers: Sequence[Measured]) -> None:
+    headers = [
+        "collector", "sockets/s", "KiB/socket", "p50 ms", "p99 ms", "max ms", "lost",
+        "RSS after MiB", "notifier CPU ms/message", "GCs connecting", "GCs publishing",
+    ]  # fmt: skip
+    rows = []
+    for measured in notifiers:
+        holding, latency = measured.holding, measured.latency
+        spread = _spread_row("", latency.from_call_ms)
+        rows.append(
+            [
+                measured.setting,
+                f"{holding.per_s:.0f}",
+                f"{holding.kib_per_socket:.1f}",
+                spread[1],
+                spread[3],
+                spread[4],
+                str(latency.lost),
+                mib(latency.rss_after),
+                f"{latency.notifier_ms:.3f}",
+                _collections(measured.while_connecting),
+                _collections(measured.while_publishing),
+            ]
+        )
+    harness.print_table(headers, rows)
+
+
+def _collections(collections: Collections) -> str:
+    return f"{collections.full} ({collections.on_growth})"
+
+
+def print_verdicts(notifier: Holding, latency: Latency, bare: Holding | None) -> None:
     kib = notifier.kib_per_socket
     ok = kib <= TARGET_KIB_PER_SOCKET
     print(
@@ -630,8 +722,8 @@ def print_verdicts(outcome: Outcome) -> None:
         f"(target <= {TARGET_KIB_PER_SOCKET:.0f} KiB): {harness.verdict(ok)}"
     )
     if bare:
-        ratio = kib / bare[0].kib_per_socket if bare[0].kib_per_socket > 0 else float("nan")
-        floor = bare[0].kib_per_socket
+        ratio = kib / bare.kib_per_socket if bare.kib_per_socket > 0 else float("nan")
+        floor = bare.kib_per_socket
         print(f"  bare aiohttp: {floor:.1f} KiB per socket; notifier/bare {ratio:.2f}")
     for label, values in [
         ("publish call", latency.from_call_ms),
@@ -662,11 +754,18 @@ async def main() -> None:
     )
     outcome = await run(args, logs)
     print()
-    print_holdings(outcome.holdings)
+    holdings = [measured.holding for measured in outcome.notifiers]
+    print_holdings(holdings + ([outcome.bare] if outcome.bare else []))
+    for measured in outcome.notifiers:
+        print()
+        print(f"--- notifier, collector {measured.setting}")
+        print_latency(measured.latency, measured.holding)
+        print()
+        print_verdicts(measured.holding, measured.latency, outcome.bare)
     print()
-    print_latency(outcome.latency, outcome.holdings[0])
-    print()
-    print_verdicts(outcome)
+    print("side by side (GCs: the notifier's full collections, and in brackets how many of them")
+    print("shared/runtime.py ran because resident memory grew):")
+    print_side_by_side(outcome.notifiers)
 
 
 if __name__ == "__main__":
