@@ -20,6 +20,7 @@ from shared.observability import flag_check, health_routes
 from shared.retry import until_done
 from shared.settings import Settings
 from shared.store import PaymentStore
+from shared.stripe_budget import StripeBudget
 from shared.stripe_gateway import StripeGateway
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,10 @@ class ConsumerRuntime(Service):
         self.bus = NotificationBus(connect_redis(settings.redis_url))
         assert settings.stripe_secret_key is not None
         self.gateway = StripeGateway(
-            settings.stripe_secret_key.get_secret_value(), settings.stripe_api_base
+            settings.stripe_secret_key.get_secret_value(),
+            settings.stripe_api_base,
+            budget=StripeBudget.from_settings(settings),
+            max_in_flight=settings.consumer_concurrency,
         )
         self.handler = RideEventHandler(
             PaymentCreator(

@@ -32,6 +32,7 @@ from shared.processed_events import ProcessedEvents
 from shared.retry import is_transient
 from shared.settings import Settings
 from shared.store import PaymentStore
+from shared.stripe_budget import Priority, StripeBudget
 from shared.stripe_gateway import StripeGateway
 
 logger = logging.getLogger(__name__)
@@ -133,7 +134,11 @@ def _stripe_gateway(settings: Settings) -> StripeGateway | None:
     if settings.stripe_secret_key is None:
         logger.warning("STRIPE_SECRET_KEY is not set: reconciliation with Stripe is off")
         return None
-    return StripeGateway(settings.stripe_secret_key.get_secret_value(), settings.stripe_api_base)
+    return StripeGateway(
+        settings.stripe_secret_key.get_secret_value(),
+        settings.stripe_api_base,
+        budget=StripeBudget.from_settings(settings),
+    )
 
 
 def _reconciler(
@@ -142,7 +147,7 @@ def _reconciler(
     lease_ttl_s = max(60.0, settings.reconcile_interval_s * 2)
     return Reconciler(
         store,
-        gateway,
+        gateway.with_priority(Priority.HOUSEKEEPING),
         store.lease(
             "reconciler",
             owner=f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
