@@ -75,6 +75,7 @@ class RateLimiter:
         self._endpoints: dict[str, TokenBucket] = {}
         self._arrivals: deque[float] = deque(maxlen=KEPT_ARRIVALS)
         self.accepted = 0
+        self.accepted_by_endpoint: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
 
     def admit(self, endpoint: str) -> None:
@@ -85,6 +86,7 @@ class RateLimiter:
         if endpoint_bucket is not None and not endpoint_bucket.take():
             self._refuse("endpoint-rate")
         self.accepted += 1
+        self.accepted_by_endpoint[endpoint] += 1
         self._arrivals.append(self._clock())
 
     def busiest_second(self) -> int:
@@ -100,6 +102,7 @@ class RateLimiter:
         return {
             **self.settings.to_json(),
             "accepted": self.accepted,
+            "accepted_by_endpoint": dict(self.accepted_by_endpoint),
             "refused": sum(self.refused.values()),
             "refused_by_reason": dict(self.refused),
             "busiest_second": self.busiest_second(),
