@@ -32,8 +32,9 @@ from shared.settings import Settings
 logger = logging.getLogger(__name__)
 
 BUDGET_KEY = "payments:stripe-budget"
-# After Redis failed, the local share is used this long before Redis is asked again.
-LOCAL_SHARE_FOR_S = 5.0
+# After Redis failed, the local share is used this long before Redis is asked again; short,
+# because processes back on Redis and processes still on their share overlap meanwhile.
+LOCAL_SHARE_FOR_S = 1.0
 # Housekeeping asks again at least this often while riders use the whole budget.
 HOUSEKEEPING_RECHECK_S = 1.0
 REDIS_TIMEOUT_S = 0.5
@@ -55,14 +56,16 @@ LOCAL_SHARE_CALLS = Counter(
 
 # KEYS[1]: the theoretical arrival time (TAT) of the next free slot, in microseconds of
 # Redis's clock. ARGV[1]: the interval between calls in microseconds; ARGV[2]: "1" when the
-# caller is housekeeping. Returns {1, wait} (slot taken: call after `wait` microseconds) or
-# {0, wait} (housekeeping refused: riders hold the next `wait` microseconds).
+# caller is housekeeping; ARGV[3]: microseconds from now that the caller's process has
+# already promised to its local share (after an outage), which no slot may overlap.
+# Returns {1, wait} (slot taken: call after `wait` microseconds) or {0, wait} (housekeeping
+# refused: riders hold the next `wait` microseconds).
 RESERVE_SCRIPT = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local interval = tonumber(ARGV[1])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
+tat = math.max(tat, now + tonumber(ARGV[3]))
 local wait = tat - now
 if ARGV[2] == '1' and wait > 0 then
   return {0, wait}
@@ -94,6 +97,14 @@ class LocalSchedule:
         self._interval_s = 1.0 / rate_per_s
         self._next_free = 0.0
 
+    def not_before(self, moment: float) -> None:
+        """No local slot before `moment` (turns taken from Redis run until then)."""
+        self._next_free = max(self._next_free, moment)
+
+    def promised_s(self) -> float:
+        """How far ahead of now local turns are already given out."""
+        return max(0.0, self._next_free - time.monotonic())
+
     def reserve(self, priority: Priority) -> Turn:
         now = time.monotonic()
         slot = max(self._next_free, now)
@@ -112,6 +123,7 @@ class StripeBudget:
         self._local = LocalSchedule(self._local_rate_per_s)
         self._on_local_share = False
         self._local_until = 0.0
+        self._shared_horizon = 0.0  # when the turns given out by Redis ran out, last we heard
 
     @classmethod
     def connect(cls, url: str, rate_per_s: float, *, processes: int) -> StripeBudget:
@@ -148,17 +160,21 @@ class StripeBudget:
     async def _reserve(self, priority: Priority) -> Turn:
         if time.monotonic() < self._local_until:
             return self._reserve_locally(priority)
+        # Turns given out locally during an outage still run: the shared ones come after them.
+        promised_us = round(self._local.promised_s() * 1_000_000)
         try:
             taken, wait_us = await self._reserve_script(
                 keys=[BUDGET_KEY],
-                args=[self._interval_us, int(priority is Priority.HOUSEKEEPING)],
+                args=[self._interval_us, int(priority is Priority.HOUSEKEEPING), promised_us],
             )
         except (RedisError, OSError) as error:
             self._use_local_share(error)
             return self._reserve_locally(priority)
         if self._on_local_share:
             self._back_to_redis()
-        return Turn(bool(taken), int(wait_us) / 1_000_000)
+        turn = Turn(bool(taken), int(wait_us) / 1_000_000)
+        self._shared_horizon = time.monotonic() + turn.wait_s + self._interval_us / 1_000_000
+        return turn
 
     def _reserve_locally(self, priority: Priority) -> Turn:
         turn = self._local.reserve(priority)
@@ -172,6 +188,10 @@ class StripeBudget:
                 "Redis unreachable: pacing Stripe calls at this process's local share",
                 extra={"error": str(error), "localSharePerS": round(self._local_rate_per_s, 2)},
             )
+            # Turns already given out by Redis still run: local ones come after them, at a
+            # random phase so that processes falling back together do not call together.
+            phase_s = random.uniform(0, 1 / self._local_rate_per_s)
+            self._local.not_before(max(self._shared_horizon, time.monotonic()) + phase_s)
         self._on_local_share = True
         LOCAL_SHARE.set(1)
         self._local_until = time.monotonic() + LOCAL_SHARE_FOR_S
