@@ -17,7 +17,7 @@ import copy
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -188,6 +188,7 @@ class StripeGateway:
                 params=request.params(),  # type: ignore[arg-type]
                 options={"idempotency_key": request.idempotency_key},
             ),
+            {"rideId": request.ride_id},
         )
         return CheckoutSession.from_stripe(session)
 
@@ -197,6 +198,7 @@ class StripeGateway:
             lambda: self._client.v1.checkout.sessions.retrieve_async(
                 session_id, params={"expand": ["payment_intent"]}
             ),
+            {"stripeSessionId": session_id},
         )
         return CheckoutSession.from_stripe(session)
 
@@ -204,11 +206,15 @@ class StripeGateway:
         session = await self._paced(
             "expire_checkout_session",
             lambda: self._client.v1.checkout.sessions.expire_async(session_id),
+            {"stripeSessionId": session_id},
         )
         return CheckoutSession.from_stripe(session)
 
-    async def _paced(self, operation: str, send: Callable[[], Awaitable[T]]) -> T:
-        """One Stripe call in its turn; a 429 is sent again in a later turn."""
+    async def _paced(
+        self, operation: str, send: Callable[[], Awaitable[T]], log: Mapping[str, object]
+    ) -> T:
+        """One Stripe call in its turn; a 429 is sent again in a later turn. `log` names what
+        the call is about (the rideId, or the session when the caller has only that)."""
         attempt = 0
         while True:
             attempt += 1
@@ -227,7 +233,12 @@ class StripeGateway:
                 delay = _rate_limit_delay(refusal, attempt)
                 logger.info(
                     "Stripe answered 429; slowing down",
-                    extra={"operation": operation, "attempt": attempt, "retryInS": round(delay, 2)},
+                    extra={
+                        **log,
+                        "operation": operation,
+                        "attempt": attempt,
+                        "retryInS": round(delay, 2),
+                    },
                 )
                 await asyncio.sleep(delay)
 
