@@ -76,6 +76,17 @@ class SteadyResult:
     p50_ms: float
     p99_ms: float
     refused: int
+    budget_wait: BudgetWait | None  # None: the code has no budget
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetWait:
+    """Riders' waits for a turn, from the consumers' histogram (summed over the three)."""
+
+    calls: int
+    mean_ms: float
+    within_50_ms: float  # share of calls
+    within_100_ms: float
 
 
 def parse_args() -> argparse.Namespace:
@@ -123,6 +134,7 @@ class Stack:
         self.args = args
         self.kafka = self.mongo = self.redis = self.stripe = ""
         self.notifier_port = 0
+        self.consumer_ports: list[int] = []
 
     async def start(self) -> None:
         self.kafka = self.parts.kafka()
@@ -132,8 +144,31 @@ class Stack:
         consumers = [self._consumer(f"consumer-{n}") for n in range(CONSUMERS)]
         notifier = self._service("notifier", [sys.executable, "-m", "services.notifier"])
         self.notifier_port = notifier.port
+        self.consumer_ports = [consumer.port for consumer in consumers]
         for process in [*consumers, notifier]:
             await harness.wait_ready(process)
+
+    async def budget_wait(self) -> BudgetWait | None:
+        samples: dict[str, float] = {}
+        async with aiohttp.ClientSession() as http:
+            for port in self.consumer_ports:
+                async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+                    for line in (await response.text()).splitlines():
+                        if line.startswith("payments_stripe_budget_wait_seconds_") and (
+                            'priority="rider"' in line
+                        ):
+                            name, value = line.rsplit(" ", 1)
+                            samples[name] = samples.get(name, 0.0) + float(value)
+        prefix = "payments_stripe_budget_wait_seconds"
+        calls = samples.get(f'{prefix}_count{{priority="rider"}}', 0.0)
+        if not calls:
+            return None
+        total_s = samples[f'{prefix}_sum{{priority="rider"}}']
+
+        def within(le: str) -> float:
+            return samples[f'{prefix}_bucket{{le="{le}",priority="rider"}}'] / calls
+
+        return BudgetWait(int(calls), total_s * 1000 / calls, within("0.05"), within("0.1"))
 
     async def rate_limit_counts(self) -> tuple[int, int]:
         async with aiohttp.ClientSession() as http:
@@ -281,6 +316,7 @@ async def steady(stack: Stack, args: argparse.Namespace) -> SteadyResult:
         harness.percentile(latencies, 0.50),
         harness.percentile(latencies, 0.99),
         refused,
+        await stack.budget_wait(),
     )
 
 
@@ -325,9 +361,16 @@ def print_results(
         f"({fetch})"
     )
     harness.print_table(
-        ["code", "linked", "p50 ms", "p99 ms", "429s"],
+        ["code", "linked", "p50 ms", "p99 ms", "429s", "turn wait: mean ms", "<=50 ms", "<=100 ms"],
         [
-            [r.code, f"{r.linked}/{r.rides}", f"{r.p50_ms:.0f}", f"{r.p99_ms:.0f}", str(r.refused)]
+            [
+                r.code,
+                f"{r.linked}/{r.rides}",
+                f"{r.p50_ms:.0f}",
+                f"{r.p99_ms:.0f}",
+                str(r.refused),
+                *(_wait_cells(r.budget_wait)),
+            ]
             for r in steadies
         ],
     )
@@ -340,6 +383,12 @@ def print_results(
     p99_target = args.latency_ms + TARGET_P99_EXTRA_MS
     p99_ok = ours_steady.p99_ms <= p99_target
     print(f"steady p99 <= {p99_target} ms: {harness.verdict(p99_ok)}")
+
+
+def _wait_cells(wait: BudgetWait | None) -> list[str]:
+    if wait is None:
+        return ["-", "-", "-"]
+    return [f"{wait.mean_ms:.1f}", f"{wait.within_50_ms:.1%}", f"{wait.within_100_ms:.1%}"]
 
 
 async def main() -> None:
