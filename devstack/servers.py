@@ -20,7 +20,13 @@ from typing import IO
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-TOPICS = {"payment-events": 4, "payment-events-dlq": 1, "payment-status-events": 4}
+TOPICS = {
+    "payment-events": 4,
+    "payment-events-dlq": 1,
+    "payment-status-events": 4,
+    "refund-requests": 4,
+    "refund-requests-dlq": 1,
+}
 
 
 class MissingBinary(RuntimeError):

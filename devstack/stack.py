@@ -1,23 +1,25 @@
 """`make run`: the embedded parts and the three services on this machine, until Ctrl-C.
 
-Data lives under one local folder (`.devstack/` by default) so payments survive a restart;
-logs of every process go to `<folder>/logs/`. Ports are flags; a busy port is reported before
-anything starts.
+Data lives under one local folder (`.devstack/` by default) so payments, rider history and the
+simulator's sessions survive a restart; logs of every process go to `<folder>/logs/`. Ports are
+flags; a busy port is reported before anything starts, and the addresses chosen are left in
+`<folder>/stack.json` for the tools. A process that exits is restarted with backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import os
 import signal
-import sys
 import time
-import urllib.error
-import urllib.request
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack import servers
+from devstack import addresses, prometheus, servers
+from devstack.console import ready_line, states, status_table, wait_until_ready, watch
+from devstack.supervisor import Supervisor, Watched
 
 DEV_STRIPE_KEY = "sk_test_devstack"
 DEV_WEBHOOK_SECRET = "whsec_devstack_local"
@@ -34,6 +36,7 @@ class Ports:
     webhook_internal: int = 9092
     notifier: int = 9091
     rider_page: int = 8080
+    prometheus: int = 19090
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +70,37 @@ class Stack:
         }
         if self.options.uses_simulator:
             env["STRIPE_API_BASE"] = f"http://127.0.0.1:{ports.stripe}"
-        return env
+        return {**env, **self.redirects()}
+
+    def redirects(self) -> dict[str, str]:
+        """Checkout sends the rider back to the rider page, which shows the result; a choice
+        of the developer's own (environment or Config.toml) wins."""
+        page = f"http://127.0.0.1:{self.options.ports.rider_page}/"
+        wanted = {
+            ("SUCCESS_REDIRECT_URL", "successRedirectUrl"): (
+                page + "?result=success&session_id={CHECKOUT_SESSION_ID}"
+            ),
+            ("CANCEL_REDIRECT_URL", "cancelRedirectUrl"): page + "?result=cancel",
+        }
+        in_file = _config_file_keys()
+        return {
+            variable: url
+            for (variable, key), url in wanted.items()
+            if variable not in os.environ and key not in in_file
+        }
+
+    def addresses(self) -> addresses.StackAddresses:
+        ports = self.options.ports
+        return addresses.StackAddresses(
+            pid=os.getpid(),
+            kafka=f"127.0.0.1:{ports.kafka}",
+            notifier=f"ws://127.0.0.1:{ports.notifier}/payment-ws",
+            webhook=f"http://127.0.0.1:{ports.webhook}/payment-service/webhook",
+            webhook_internal=f"http://127.0.0.1:{ports.webhook_internal}",
+            rider_page=f"http://127.0.0.1:{ports.rider_page}/",
+            stripe=f"http://127.0.0.1:{ports.stripe}" if self.options.uses_simulator else None,
+            logs=str(self.logs),
+        )
 
     def check_ports(self) -> None:
         ports = self.options.ports
@@ -83,6 +116,8 @@ class Stack:
         }
         if self.options.uses_simulator:
             wanted["stripe simulator"] = ports.stripe
+        if prometheus.binary() is not None:
+            wanted["prometheus"] = ports.prometheus
         busy = [
             f"{name} port {port}" for name, port in wanted.items() if servers.port_is_open(port)
         ]
@@ -119,6 +154,8 @@ class Stack:
                         DEV_WEBHOOK_SECRET,
                         "--api-key",
                         DEV_STRIPE_KEY,
+                        "--state-file",
+                        str(folder / "stripe-simulator" / "state.json"),
                     ],
                 )
             )
@@ -163,11 +200,39 @@ class Stack:
                     str(ports.rider_page),
                     "--notifier",
                     f"ws://127.0.0.1:{ports.notifier}/payment-ws",
+                    "--payments-api",
+                    f"http://127.0.0.1:{ports.webhook_internal}/payment-service",
                 ],
             ),
         ]
         for service in self.services:
             await asyncio.to_thread(service.start, 60.0)
+        await self.start_prometheus()
+
+    async def start_prometheus(self) -> None:
+        """Prometheus scraping the services with the alerts loaded, when it is installed."""
+        ports = self.options.ports
+        targets = {
+            "consumer": f"127.0.0.1:{ports.consumer}",
+            "webhook": f"127.0.0.1:{ports.webhook_internal}",
+            "notifier": f"127.0.0.1:{ports.notifier}",
+        }
+        folder = self.options.folder / "prometheus"
+        part = prometheus.prometheus(ports.prometheus, targets, folder, self.logs)
+        if part is not None:
+            await asyncio.to_thread(part.start)
+            self.parts.append(part)
+
+    def watched(self) -> list[Watched]:
+        bootstrap = f"127.0.0.1:{self.options.ports.kafka}"
+
+        async def recreate_topics() -> None:  # tansu keeps them in memory
+            await servers.ensure_topics(bootstrap)
+
+        return [
+            Watched(process, after_start=recreate_topics if process is self.parts[0] else None)
+            for process in self.parts + self.services
+        ]
 
     def stop(self) -> None:
         for process in reversed(self.parts + self.services):  # services first, then the parts
@@ -202,6 +267,14 @@ class Stack:
             ("mongodb (secantus)", servers.mongodb_uri(ports.mongodb), None),
             ("redis", f"redis://127.0.0.1:{ports.redis}/0", None),
         ]
+        if any(part.name == "prometheus" for part in self.parts):
+            rows.append(
+                (
+                    "prometheus",
+                    f"http://127.0.0.1:{ports.prometheus}/alerts",
+                    f"http://127.0.0.1:{ports.prometheus}/-/ready",
+                )
+            )
         if self.options.uses_simulator:
             rows.append(
                 (
@@ -213,60 +286,48 @@ class Stack:
         return rows
 
 
-def readiness(url: str) -> str:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return "ready" if response.status == 200 else f"HTTP {response.status}"
-    except urllib.error.HTTPError as error:
-        try:
-            failed = json.loads(error.read()).get("failed", {})
-            return "not ready: " + ", ".join(f"{k}: {v}" for k, v in failed.items())[:80]
-        except ValueError:
-            return f"HTTP {error.code}"
-    except OSError as error:
-        return f"down ({error})"[:60]
-
-
-def status_table(stack: Stack) -> str:
-    lines = [f"{'process':<20} {'state':<40} where"]
-    all_processes = {p.name: p for p in stack.parts + stack.services}
-    for name, where, ready_url in stack.endpoints():
-        process = all_processes.get(name)
-        if process is not None and not process.running:
-            state = "EXITED (see logs)"
-        elif ready_url is None:
-            state = "running"
-        else:
-            state = readiness(ready_url)
-        lines.append(f"{name:<20} {state:<40} {where}")
-    lines.append(f"logs: {stack.logs}/    stop: Ctrl-C")
-    return "\n".join(lines)
-
-
-async def run(options: StackOptions, *, live: bool = True) -> None:
+async def run(options: StackOptions) -> None:
+    lock = addresses.RunLock(options.folder)
+    lock.acquire()
     stack = Stack(options)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
+    supervising: asyncio.Task[None] | None = None
     try:
         print(f"devstack: starting in {options.folder} ...", flush=True)
+        started = time.monotonic()
         await stack.start()
-        redraw = live and sys.stdout.isatty()
-        shown = ""
-        while not stopping.is_set():
-            table = await asyncio.to_thread(status_table, stack)
-            if redraw:
-                print("\033[2J\033[H" + table, flush=True)
-            elif table != shown:  # a log, not a screen: print only what changed
-                print(table + "\n", flush=True)
-            shown = table
-            try:
-                await asyncio.wait_for(stopping.wait(), 2)
-            except TimeoutError:
-                pass
+        addresses.write(options.folder, stack.addresses())
+        supervisor = Supervisor(stack.watched(), lambda line: print(line, flush=True))
+        supervising = asyncio.create_task(supervisor.run())
+        if await wait_until_ready(stack, supervisor, stopping):
+            current = await asyncio.to_thread(states, stack, supervisor)
+            print(status_table(stack, current), flush=True)
+            print(ready_line(stack, time.monotonic() - started), flush=True)
+        await watch(stack, supervisor, stopping)
     finally:
         print("devstack: stopping ...", flush=True)
-        started = time.monotonic()
+        stopped = time.monotonic()
+        if supervising is not None:
+            supervising.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervising
+        addresses.forget(options.folder)
         await asyncio.to_thread(stack.stop)
-        print(f"devstack: stopped in {time.monotonic() - started:.1f} s", flush=True)
+        lock.release()
+        print(f"devstack: stopped in {time.monotonic() - stopped:.1f} s", flush=True)
+
+
+def _config_file_keys() -> set[str]:
+    """The keys of the Config.toml the services will read (they run from the project root)."""
+    root = Path(__file__).resolve().parent.parent
+    path = Path(os.environ.get("PAYMENTS_CONFIG", root / "Config.toml"))
+    try:
+        document = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return set()
+    # Keys may also sit inside one table, as the original service kept them.
+    tables = [value for value in document.values() if isinstance(value, dict)]
+    return set(document).union(*tables)

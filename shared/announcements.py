@@ -11,7 +11,15 @@ from shared.store import Payment
 async def announce_payment_url(bus: NotificationBus, payment: Payment) -> str | None:
     if payment.payment_url is None:
         raise ValueError(f"payment for ride {payment.ride_id} has no payment url yet")
-    message = messages.payment_url(payment.ride_id, payment.payment_url)
+    expires_at = payment.expires_at
+    message = messages.payment_url(
+        payment.ride_id,
+        payment.payment_url,
+        amount=payment.amount,
+        currency=payment.currency,
+        attempt=payment.attempt,
+        expires_at=expires_at.isoformat() if expires_at else None,
+    )
     return await bus.publish(payment.user_id, message, version=payment.version)
 
 

@@ -168,7 +168,8 @@ def still_relevant(messages: list[StoredMessage]) -> list[StoredMessage]:
     """What a client that never saw any message should get, in order.
 
     Per ride: its latest status update, and its latest payment link while the ride is not
-    final (a `failed` payment can still be paid from the same link).
+    final (a `failed` payment can still be paid from the same link) or when the link came
+    after that status (a new attempt for an expired ride).
     """
     latest_status: dict[str, StoredMessage] = {}
     latest_url: dict[str, StoredMessage] = {}
@@ -183,7 +184,9 @@ def still_relevant(messages: list[StoredMessage]) -> list[StoredMessage]:
     chosen += [
         url
         for ride_id, url in latest_url.items()
-        if ride_id not in latest_status or latest_status[ride_id].message.get("status") not in final
+        if ride_id not in latest_status
+        or latest_status[ride_id].message.get("status") not in final
+        or _id_order(url.id) > _id_order(latest_status[ride_id].id)
     ]
     return sorted(chosen, key=lambda stored: _id_order(stored.id))
 

@@ -26,8 +26,27 @@ def error(text: str) -> Message:
     return {"type": "error", "message": text}
 
 
-def payment_url(ride_id: str, url: str, status: str = "pending") -> Message:
-    return {"type": "payment_url", "rideId": ride_id, "paymentUrl": url, "status": status}
+def payment_url(
+    ride_id: str,
+    url: str,
+    status: str = "pending",
+    *,
+    amount: int | None = None,
+    currency: str | None = None,
+    attempt: int = 1,
+    expires_at: str | None = None,
+) -> Message:
+    """The link to pay; `expires_at` in ISO 8601 (None when unknown)."""
+    return {
+        "type": "payment_url",
+        "rideId": ride_id,
+        "paymentUrl": url,
+        "status": status,
+        "amount": amount,
+        "currency": currency,
+        "attempt": attempt,
+        "expiresAt": expires_at,
+    }
 
 
 def payment_status_update(

@@ -52,13 +52,29 @@ class PaymentStatus(StrEnum):
     FAILED = "failed"
     CANCELED = "canceled"
     EXPIRED = "expired"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+    DISPUTED = "disputed"
+    DISPUTE_LOST = "dispute_lost"
 
     @property
     def is_final(self) -> bool:
         return self in FINAL_STATUSES
 
 
-FINAL_STATUSES = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.CANCELED, PaymentStatus.EXPIRED})
+# Final as far as paying goes: no checkout event moves them (refunds and disputes move a paid
+# ride on), and their payment link is no longer offered.
+FINAL_STATUSES = frozenset(
+    {
+        PaymentStatus.SUCCEEDED,
+        PaymentStatus.CANCELED,
+        PaymentStatus.EXPIRED,
+        PaymentStatus.PARTIALLY_REFUNDED,
+        PaymentStatus.REFUNDED,
+        PaymentStatus.DISPUTED,
+        PaymentStatus.DISPUTE_LOST,
+    }
+)
 
 # `failed` is not final: the customer may retry the card in the same Checkout Session.
 ALLOWED_TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
@@ -76,7 +92,36 @@ ALLOWED_TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     PaymentStatus.SUCCEEDED: frozenset(),
     PaymentStatus.CANCELED: frozenset(),
     PaymentStatus.EXPIRED: frozenset(),
+    # Refunds and disputes move a paid ride on (shared/refunds.py); no collection event does.
+    PaymentStatus.PARTIALLY_REFUNDED: frozenset(),
+    PaymentStatus.REFUNDED: frozenset(),
+    PaymentStatus.DISPUTED: frozenset(),
+    PaymentStatus.DISPUTE_LOST: frozenset(),
 }
+
+# A ride whose charge went through: money may go back from it (refunds) or be contested.
+PAID_STATUSES = frozenset(
+    {PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED}
+)
+
+
+def status_after_refunds(amount: int, amount_refunded: int) -> PaymentStatus:
+    """The status of a paid ride once `amount_refunded` of its `amount` went back."""
+    if amount_refunded <= 0:
+        return PaymentStatus.SUCCEEDED
+    if amount_refunded >= amount:
+        return PaymentStatus.REFUNDED
+    return PaymentStatus.PARTIALLY_REFUNDED
+
+
+# A ride in one of these is still owed: a new attempt (a new Checkout Session) may collect it,
+# and a success on any attempt, even an earlier one, settles it.
+UNPAID_STATUSES: tuple[PaymentStatus, ...] = (
+    PaymentStatus.PENDING,
+    PaymentStatus.FAILED,
+    PaymentStatus.EXPIRED,
+    PaymentStatus.CANCELED,
+)
 
 
 def can_transition(current: PaymentStatus, target: PaymentStatus) -> bool:
@@ -109,6 +154,20 @@ def parse_ride_event(raw: bytes) -> RideEvent:
     No input raises anything else: the size is checked before decoding, the nesting depth and
     number lengths before the (recursive) json decoder runs.
     """
+    document = decode_json_object(raw)
+    return RideEvent(
+        ride_id=_identifier(document, "rideId"),
+        user_id=_identifier(document, "userId"),
+        fare=parse_fare(document.get("fare")),
+    )
+
+
+def decode_json_object(raw: bytes) -> dict[str, object]:
+    """A Kafka value as a JSON object (numbers as Decimal), or raise InvalidRideEvent.
+
+    No input raises anything else: the size is checked before decoding, the nesting depth and
+    number lengths before the (recursive) json decoder runs.
+    """
     if len(raw) > MAX_EVENT_BYTES:
         raise InvalidRideEvent(f"event is {len(raw)} bytes, over the {MAX_EVENT_BYTES} byte limit")
     try:
@@ -124,11 +183,7 @@ def parse_ride_event(raw: bytes) -> RideEvent:
         raise InvalidRideEvent(f"event is not valid JSON: {error}") from None
     if not isinstance(document, dict):
         raise InvalidRideEvent("event must be a JSON object")
-    return RideEvent(
-        ride_id=_identifier(document, "rideId"),
-        user_id=_identifier(document, "userId"),
-        fare=parse_fare(document.get("fare")),
-    )
+    return document
 
 
 # A JSON string (an unterminated one runs to the end, so matching never backtracks), a bracket,

@@ -24,7 +24,7 @@ from datetime import timedelta
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from shared.announcements import announce_status
 from shared.bus import NotificationBus
@@ -37,6 +37,11 @@ logger = logging.getLogger(__name__)
 PUBLISHED = Counter("payments_status_events_published_total", "Status events sent to Kafka")
 ANNOUNCED = Counter("payments_status_announced_total", "Status changes announced to riders")
 RELAY_ERRORS = Counter("payments_outbox_relay_errors_total", "Outbox relay failures", ["target"])
+BACKLOG = Gauge(
+    "payments_outbox_backlog",
+    "Status changes older than the grace period found by this replica's last outbox scan "
+    "(at most one batch of payments): above 0 for long means the relay does not drain",
+)
 
 
 class OutboxRelay:
@@ -107,10 +112,12 @@ class OutboxRelay:
         """Relay every outbox entry older than the grace period; returns how many were found.
         A payment that cannot be relayed now is left for the next scan, the others go on."""
         payments = await self._store.with_outbox(self._batch, quiet_for=self._grace)
+        found = sum(len(payment.outbox) for payment in payments)
+        BACKLOG.set(found)
         for payment in payments:
             await self._relay_quietly(payment)
         await self.clear_sent()
-        return sum(len(payment.outbox) for payment in payments)
+        return found
 
     async def clear_sent(self) -> None:
         if not self._sent:

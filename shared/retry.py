@@ -31,6 +31,14 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, TRANSIENT_ERRORS) and not isinstance(error, DuplicateKeyError)
 
 
+class RetriesStopped(BaseException):
+    """`until_done` was told to stop retrying (the process is shutting down).
+
+    A BaseException, like asyncio.CancelledError: the work is being given up, it did not fail,
+    so it must pass through `except Exception` handlers that would treat it as a failure.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Backoff:
     first_s: float = 0.2
@@ -49,11 +57,13 @@ async def until_done(
     on_retry: Callable[[BaseException], None] | None = None,
     log_extra: Mapping[str, object] | None = None,
     attempts: int | None = None,
+    stop: asyncio.Event | None = None,
 ) -> T:
     """Run `operation` until it succeeds; transient errors are retried, others propagate.
 
     By default there is no attempt limit, on purpose: an outage delays the work and never
     drops it. With `attempts`, the last transient error propagates after that many tries.
+    Once `stop` is set, a transient error (or one being waited out) raises RetriesStopped.
     """
     attempt = 0
     while True:
@@ -63,6 +73,8 @@ async def until_done(
             attempt += 1
             if not is_transient(error) or attempt == attempts:
                 raise
+            if stop is not None and stop.is_set():
+                raise RetriesStopped(what) from error
             delay = backoff.delay(attempt)
             if on_retry is not None:
                 on_retry(error)
@@ -76,4 +88,15 @@ async def until_done(
                     "retryInS": round(delay, 2),
                 },
             )
-            await asyncio.sleep(delay)
+            await _wait_out(delay, stop, what)
+
+
+async def _wait_out(delay: float, stop: asyncio.Event | None, what: str) -> None:
+    if stop is None:
+        await asyncio.sleep(delay)
+        return
+    try:
+        await asyncio.wait_for(stop.wait(), delay)
+    except TimeoutError:
+        return
+    raise RetriesStopped(what)

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = "localhost:9092"
     kafka_session_timeout_s: float = Field(default=10.0, ge=1, le=300)
     consumer_concurrency: int = Field(default=32, ge=1, le=1024)
+    # How long a SIGTERM lets events in flight finish before abandoning them: well under
+    # the pod's terminationGracePeriodSeconds (60), which must also cover leaving the group.
+    shutdown_grace_s: float = Field(default=20.0, ge=0, le=600)
+    # The safety net for payments reserved without a session (services/consumer/orphans.py).
+    orphan_after_s: float = Field(default=300.0, ge=0)
+    orphan_check_interval_s: float = Field(default=60.0, gt=0)
     # Faust's working files; the consumer keeps no state there (no tables), so /tmp is fine.
     faust_datadir: str = str(Path(tempfile.gettempdir()) / "payments-faust")
 

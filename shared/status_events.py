@@ -47,11 +47,12 @@ def status_events_of(payment: dict[str, Any]) -> list[StatusEvent]:
             status=entry["status"],
             amount=payment["amount"],
             currency=payment["currency"],
-            stripeSessionId=payment.get("stripeSessionId"),
-            attempt=payment.get("attempt", 1),
+            # A success on an earlier attempt names that attempt's session, not the current one.
+            stripeSessionId=entry.get("stripeSessionId", payment.get("stripeSessionId")),
+            attempt=entry.get("attempt", payment.get("attempt") or 1),
             # Entries written before versions were recorded take the record's own.
             version=entry.get("version", payment["version"]),
-            amountRefunded=payment.get("amountRefunded", 0),
+            amountRefunded=entry.get("amountRefunded", payment.get("amountRefunded", 0)),
             occurredAt=_iso(entry["at"]),
             eventId=entry["eventId"],
         )

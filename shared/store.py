@@ -20,11 +20,12 @@ from typing import Any
 
 from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.read_concern import ReadConcern
 
 from shared.batching import GroupCommit
-from shared.model import PaymentStatus, statuses_that_may_become
+from shared.model import UNPAID_STATUSES, PaymentStatus, statuses_that_may_become
 from shared.status_events import StatusEvent, status_events_of
 
 logger = logging.getLogger(__name__)
@@ -33,10 +34,64 @@ Document = dict[str, Any]
 
 DUPLICATE_KEY = 11000
 
+OUTSTANDING_INDEX = "userId_status_createdAt"
+OUTSTANDING_FIELDS = {
+    "_id": False,
+    **{
+        field: True
+        for field in (
+            "rideId", "amount", "currency", "status", "attempt", "attempts", "paymentUrl",
+            "createdAt",
+        )
+    },
+}  # fmt: skip
+
 
 def only_duplicate_keys(error: BulkWriteError) -> bool:
     """Whether every write the bulk request refused was refused as already there."""
     return all(failure["code"] == DUPLICATE_KEY for failure in error.details["writeErrors"])
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One Checkout Session of a ride's payment; a ride may need several, one after another."""
+
+    attempt: int
+    stripe_session_id: str
+    payment_url: str | None
+    expires_at: datetime | None
+    status: PaymentStatus
+    created_at: datetime
+
+    @classmethod
+    def from_entry(cls, entry: Document) -> Attempt:
+        return cls(
+            attempt=entry["attempt"],
+            stripe_session_id=entry["stripeSessionId"],
+            payment_url=entry.get("paymentUrl"),
+            expires_at=entry.get("expiresAt"),
+            status=PaymentStatus(entry["status"]),
+            created_at=entry["createdAt"],
+        )
+
+
+def attempt_entry(
+    number: int, session_id: str, url: str, expires_at: datetime | None, now: datetime
+) -> Document:
+    return {
+        "attempt": number,
+        "stripeSessionId": session_id,
+        "paymentUrl": url,
+        "expiresAt": expires_at,
+        "status": PaymentStatus.PENDING.value,
+        "createdAt": now,
+    }
+
+
+def attempt_selector(number: int) -> Document:
+    """Records whose current attempt is `number` (records written before attempts were
+    numbered are on their first)."""
+    return {"attempt": number if number > 1 else {"$in": [1, None]}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +107,21 @@ class Payment:
     payment_intent_id: str | None
     created_at: datetime
     outbox: tuple[StatusEvent, ...] = ()
+    attempt: int = 1
+    attempts: tuple[Attempt, ...] = ()
+    sessions_to_expire: tuple[str, ...] = ()
+
+    @property
+    def current_attempt(self) -> Attempt | None:
+        return next((a for a in self.attempts if a.attempt == self.attempt), None)
+
+    @property
+    def expires_at(self) -> datetime | None:
+        current = self.current_attempt
+        return current.expires_at if current else None
+
+    def attempt_of_session(self, session_id: str) -> int | None:
+        return next((a.attempt for a in self.attempts if a.stripe_session_id == session_id), None)
 
     @classmethod
     def from_document(cls, document: Document) -> Payment:
@@ -67,6 +137,9 @@ class Payment:
             payment_intent_id=document.get("paymentIntentId"),
             created_at=document["createdAt"],
             outbox=tuple(status_events_of(document)),
+            attempt=document.get("attempt") or 1,
+            attempts=tuple(Attempt.from_entry(entry) for entry in document.get("attempts", [])),
+            sessions_to_expire=tuple(document.get("sessionsToExpire", [])),
         )
 
 
@@ -78,6 +151,10 @@ class StatusChange:
     event_id: str
     source: str
     payment_intent_id: str | None = None
+    attempt: int | None = None  # the attempt the event is about, when known
+    stripe_session_id: str | None = None  # that attempt's session, when known
+    # A success on an earlier attempt: the ride's other open sessions are to be expired.
+    settles_earlier_attempt: bool = False
 
 
 def utcnow() -> datetime:
@@ -89,13 +166,22 @@ def utcnow() -> datetime:
 def public_view(document: Document) -> Document:
     """The record as the HTTP API shows it: JSON-friendly, without internals (`_id`, outbox)."""
     view = {key: value for key, value in document.items() if key not in ("_id", "outbox")}
-    for key, value in view.items():
-        if isinstance(value, datetime):
-            view[key] = value.isoformat()
-    view["history"] = [
-        {**entry, "at": entry["at"].isoformat()} for entry in document.get("history", [])
-    ]
-    return view
+    return {"history": [], **_json_friendly(view)}
+
+
+def _json_friendly(value: Any) -> Any:
+    """Times as ISO 8601 strings, however deep (history, refunds, disputes)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {key: _json_friendly(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_friendly(item) for item in value]
+    return value
+
+
+def _iso_or_same(value: object) -> object:
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +197,7 @@ class _Attachment:
     reserved: Payment
     session_id: str
     url: str
+    expires_at: datetime | None = None
 
 
 def _fresh_document(reservation: _Reservation, now: datetime) -> Document:
@@ -124,6 +211,8 @@ def _fresh_document(reservation: _Reservation, now: datetime) -> Document:
         "stripeSessionId": None,
         "paymentUrl": None,
         "paymentIntentId": None,
+        "attempt": 1,
+        "attempts": [],
         "history": [{"status": "pending", "eventId": None, "source": "ride-event", "at": now}],
         "createdAt": now,
         "updatedAt": now,
@@ -134,9 +223,24 @@ def _unattached(payment: Payment) -> Document:
     return {"rideId": payment.ride_id, "stripeSessionId": None}
 
 
+def _first_attempt(attachment: _Attachment) -> Document:
+    return attempt_entry(
+        1,
+        attachment.session_id,
+        attachment.url,
+        attachment.expires_at,
+        attachment.reserved.created_at,
+    )
+
+
 def _attach(attachment: _Attachment) -> Document:
     return {
-        "$set": {"stripeSessionId": attachment.session_id, "paymentUrl": attachment.url},
+        "$set": {
+            "stripeSessionId": attachment.session_id,
+            "paymentUrl": attachment.url,
+            "attempt": 1,
+        },
+        "$push": {"attempts": _first_attempt(attachment)},
         "$currentDate": {"updatedAt": True},
         "$inc": {"version": 1},
     }
@@ -148,6 +252,8 @@ def _attached(attachment: _Attachment) -> Payment:
         stripe_session_id=attachment.session_id,
         payment_url=attachment.url,
         version=attachment.reserved.version + 1,
+        attempt=1,
+        attempts=(Attempt.from_entry(_first_attempt(attachment)),),
     )
 
 
@@ -160,15 +266,7 @@ def _transition(change: StatusChange) -> list[Document]:
         "status": change.target.value,
         "updatedAt": "$$NOW",
         "version": next_version,
-        "history": _appended(
-            "history",
-            {
-                "status": change.target.value,
-                "eventId": {"$literal": change.event_id},
-                "source": {"$literal": change.source},
-                "at": "$$NOW",
-            },
-        ),
+        "history": _appended("history", _history_entry(change)),
         "outbox": _appended(
             "outbox",
             {
@@ -176,12 +274,144 @@ def _transition(change: StatusChange) -> list[Document]:
                 "status": change.target.value,
                 "version": next_version,
                 "at": "$$NOW",
+                **_session_of(change),
             },
         ),
     }
+    if change.attempt is not None:
+        assignments["attempts"] = _attempt_status_set(change.attempt, change.target)
+        if change.settles_earlier_attempt:
+            assignments["sessionsToExpire"] = _other_open_sessions(change.attempt)
     if change.payment_intent_id:
         assignments["paymentIntentId"] = {"$literal": change.payment_intent_id}
     return [{"$set": assignments}]
+
+
+def _history_entry(change: StatusChange) -> Document:
+    entry: Document = {
+        "status": change.target.value,
+        "eventId": {"$literal": change.event_id},
+        "source": {"$literal": change.source},
+        "at": "$$NOW",
+    }
+    if change.attempt is not None:
+        entry["attempt"] = change.attempt
+    return entry
+
+
+def _session_of(change: StatusChange) -> Document:
+    """The session and attempt a status event is about, when the change says (a success on an
+    earlier attempt is not about the current session)."""
+    named: Document = {}
+    if change.stripe_session_id is not None:
+        named["stripeSessionId"] = {"$literal": change.stripe_session_id}
+    if change.attempt is not None:
+        named["attempt"] = change.attempt
+    return named
+
+
+def _attempt_status_set(number: int, status: PaymentStatus) -> Document:
+    """`attempts` with attempt `number`'s status set to `status` (an update pipeline value)."""
+    return {
+        "$map": {
+            "input": {"$ifNull": ["$attempts", []]},
+            "as": "entry",
+            "in": {
+                "$cond": [
+                    {"$eq": ["$$entry.attempt", number]},
+                    {"$mergeObjects": ["$$entry", {"status": status.value}]},
+                    "$$entry",
+                ]
+            },
+        }
+    }
+
+
+def _other_open_sessions(paid_attempt: int) -> Document:
+    """The sessions of every attempt but `paid_attempt` that may still be open (a pipeline
+    value, computed in the same update as the success, so no attempt started meanwhile is
+    missed)."""
+    may_be_open = [PaymentStatus.PENDING.value, PaymentStatus.FAILED.value]
+    return {
+        "$map": {
+            "input": {
+                "$filter": {
+                    "input": {"$ifNull": ["$attempts", []]},
+                    "as": "entry",
+                    "cond": {
+                        "$and": [
+                            {"$ne": ["$$entry.attempt", paid_attempt]},
+                            {"$in": ["$$entry.status", may_be_open]},
+                        ]
+                    },
+                }
+            },
+            "as": "entry",
+            "in": "$$entry.stripeSessionId",
+        }
+    }
+
+
+def _next_attempt(
+    current: Payment, session_id: str, url: str, expires_at: datetime | None
+) -> list[Document]:
+    """The update that makes a new Checkout Session the ride's current attempt, `pending`
+    again, with its status event in the outbox."""
+    number = current.attempt + 1
+    next_version = {"$add": ["$version", 1]}
+    entry = attempt_entry(number, session_id, url, expires_at, utcnow())
+    return [
+        {
+            "$set": {
+                "attempt": number,
+                "stripeSessionId": {"$literal": session_id},
+                "paymentUrl": {"$literal": url},
+                "paymentIntentId": None,
+                "status": PaymentStatus.PENDING.value,
+                "updatedAt": "$$NOW",
+                "version": next_version,
+                "attempts": {
+                    "$concatArrays": [{"$ifNull": ["$attempts", []]}, [{"$literal": entry}]]
+                },
+                "history": _appended(
+                    "history",
+                    {
+                        "status": PaymentStatus.PENDING.value,
+                        "eventId": None,
+                        "source": "checkout-link",
+                        "attempt": number,
+                        "at": "$$NOW",
+                    },
+                ),
+                "outbox": _appended(
+                    "outbox",
+                    {
+                        "eventId": f"pst_{uuid.uuid4().hex}",
+                        "status": PaymentStatus.PENDING.value,
+                        "version": next_version,
+                        "at": "$$NOW",
+                        "stripeSessionId": {"$literal": session_id},
+                        "attempt": number,
+                    },
+                ),
+            }
+        }
+    ]
+
+
+def _earlier_attempt_noted(change: StatusChange) -> list[Document]:
+    """An event about an earlier attempt: its entry and the history say so, nothing else."""
+    assert change.attempt is not None
+    return [
+        {
+            "$set": {
+                "version": {"$add": ["$version", 1]},
+                "updatedAt": "$$NOW",
+                "attempts": _attempt_status_set(change.attempt, change.target),
+                "history": _appended("history", _history_entry(change)),
+            }
+        }
+    ]
 
 
 def _appended(array: str, entry: Document) -> Document:
@@ -225,14 +455,74 @@ class PaymentStore:
         await self._payments.create_index(
             [("outbox.eventId", ASCENDING)], name="outbox_eventId", sparse=True
         )
+        await self._payments.create_index(
+            [("attempts.stripeSessionId", ASCENDING)], name="attempts_stripeSessionId"
+        )
+        await self._payments.create_index(
+            [("sessionsToExpire", ASCENDING)], name="sessionsToExpire", sparse=True
+        )
+        await self._payments.create_index(
+            [("userId", ASCENDING), ("status", ASCENDING), ("createdAt", ASCENDING)],
+            name=OUTSTANDING_INDEX,
+        )
 
     async def reserve(self, ride_id: str, user_id: str, amount: int, currency: str) -> Payment:
         """The ride's record, created `pending` without a session if it did not exist."""
         return await self._reservations.submit(_Reservation(ride_id, user_id, amount, currency))
 
-    async def attach_session(self, reserved: Payment, session_id: str, url: str) -> Payment:
-        """Record the Checkout Session once; a later call returns the record as it is."""
-        return await self._attachments.submit(_Attachment(reserved, session_id, url))
+    async def attach_session(
+        self, reserved: Payment, session_id: str, url: str, expires_at: datetime | None = None
+    ) -> Payment:
+        """Record the first Checkout Session (attempt 1) once; a later call returns the record
+        as it is."""
+        return await self._attachments.submit(_Attachment(reserved, session_id, url, expires_at))
+
+    async def start_attempt(
+        self, current: Payment, session_id: str, url: str, expires_at: datetime | None
+    ) -> Payment | None:
+        """Make this session attempt `current.attempt + 1`, if the record is still on `current`'s
+        attempt and unpaid; None when another call (or a payment) got there first."""
+        document = await self._payments.find_one_and_update(
+            {
+                "rideId": current.ride_id,
+                "stripeSessionId": current.stripe_session_id,
+                "status": {"$in": [status.value for status in UNPAID_STATUSES]},
+                **attempt_selector(current.attempt),
+            },
+            _next_attempt(current, session_id, url, expires_at),
+            return_document=ReturnDocument.AFTER,
+        )
+        return Payment.from_document(document) if document else None
+
+    async def note_earlier_attempt(self, ride_id: str, change: StatusChange) -> Payment | None:
+        """Record an event about an earlier attempt in its entry and the history, once,
+        leaving the current attempt as it is."""
+        document = await self._payments.find_one_and_update(
+            {"rideId": ride_id, "history.eventId": {"$ne": change.event_id}},
+            _earlier_attempt_noted(change),
+            return_document=ReturnDocument.AFTER,
+        )
+        return Payment.from_document(document) if document else None
+
+    async def with_sessions_to_expire(self, limit: int) -> list[Payment]:
+        """Rides paid on an earlier attempt whose other sessions are not known expired yet."""
+        cursor = self._committed.find({"sessionsToExpire": {"$exists": True}}, limit=limit)
+        return [Payment.from_document(document) async for document in cursor]
+
+    async def sessions_expired(self, payment: Payment) -> None:
+        """Every session in `payment.sessions_to_expire` is expired at Stripe."""
+        await self._payments.update_one(
+            {"rideId": payment.ride_id, "sessionsToExpire": list(payment.sessions_to_expire)},
+            {"$unset": {"sessionsToExpire": ""}},
+        )
+
+    def outstanding(self, user_id: str) -> AsyncCursor[Document]:
+        """The user's unpaid rides, oldest first (served by the userId+status+createdAt index)."""
+        return self._payments.find(
+            {"userId": user_id, "status": {"$in": [s.value for s in UNPAID_STATUSES]}},
+            projection=OUTSTANDING_FIELDS,
+            sort=[("createdAt", ASCENDING)],
+        )
 
     async def _reserve_batch(self, reservations: Sequence[_Reservation]) -> list[Payment]:
         """One upsert request for the batch; only records that existed already are read."""
@@ -286,18 +576,25 @@ class PaymentStore:
             raise LookupError(f"no payment for ride {ride_id}")
         return Payment.from_document(document)
 
-    async def apply(self, selector: Document, change: StatusChange) -> Payment | None:
-        """Move the matching record to `change.target` if the transition is allowed.
+    async def apply(
+        self,
+        selector: Document,
+        change: StatusChange,
+        allowed_from: Sequence[PaymentStatus] | None = None,
+    ) -> Payment | None:
+        """Move the matching record to `change.target` if the transition is allowed (from
+        `allowed_from` when given, else by the model's rules).
 
         One conditional update: concurrent deliveries cannot both win, an event id already in
         the history is never applied again, and an out-of-order event that is no longer allowed
         changes nothing (all return None).
         """
-        allowed_from = [status.value for status in statuses_that_may_become(change.target)]
+        if allowed_from is None:
+            allowed_from = statuses_that_may_become(change.target)
         document = await self._payments.find_one_and_update(
             {
                 **selector,
-                "status": {"$in": allowed_from},
+                "status": {"$in": [status.value for status in allowed_from]},
                 "history.eventId": {"$ne": change.event_id},
             },
             _transition(change),
@@ -358,8 +655,27 @@ class PaymentStore:
     async def _ago(self, span: timedelta) -> datetime:
         return await self.clock() - span
 
+    async def reserved_without_session(self, changed_before: datetime, limit: int) -> list[Payment]:
+        """Payments still `pending` without a Checkout Session, last changed before the cutoff."""
+        cursor = self._payments.find(
+            {
+                "status": PaymentStatus.PENDING.value,
+                "updatedAt": {"$lte": changed_before},
+                "stripeSessionId": None,
+            },
+            limit=limit,
+            sort=[("updatedAt", ASCENDING)],
+        )
+        return [Payment.from_document(document) async for document in cursor]
+
     def lease(self, name: str, owner: str, ttl_s: float) -> Lease:
         return Lease(self._client, self.sibling("leases"), name, owner, ttl_s)
+
+    @property
+    def collection(self) -> AsyncCollection[Document]:
+        """The payments themselves, for modules that change them in their own ways
+        (shared/refunds.py)."""
+        return self._payments
 
     def sibling(self, name: str) -> AsyncCollection[Document]:
         """Another collection in the payments' database, sharing this store's client."""

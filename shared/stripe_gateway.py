@@ -1,4 +1,4 @@
-"""Checkout Sessions through the Stripe SDK's async client.
+"""Checkout Sessions and Refunds through the Stripe SDK's async client.
 
 Every call waits for its turn in the account's shared budget (shared/stripe_budget.py) and for
 a free place under this process's in-flight limit, which halves while Stripe answers 429 and
@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import stripe
@@ -83,13 +84,17 @@ class CheckoutRequest:
     currency: str
     success_url: str
     cancel_url: str
+    attempt: int = 1
 
     @property
     def idempotency_key(self) -> str:
-        return f"checkout-{self.ride_id}"
+        """The first attempt keeps the key rides always had; each later one has its own."""
+        if self.attempt == 1:
+            return f"checkout-{self.ride_id}"
+        return f"checkout-{self.ride_id}-{self.attempt}"
 
     def params(self) -> dict[str, Any]:
-        metadata = {"rideId": self.ride_id, "userId": self.user_id}
+        metadata = {"rideId": self.ride_id, "userId": self.user_id, "attempt": str(self.attempt)}
         return {
             "mode": "payment",
             "client_reference_id": self.ride_id,
@@ -137,6 +142,53 @@ class CheckoutSession:
             payment_intent_status=_field(expanded, "status"),
             payment_failed=bool(_field(expanded, "last_payment_error")),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class RefundCall:
+    """A refund of (part of) a ride's PaymentIntent; `refund_id` is the caller's key."""
+
+    ride_id: str
+    refund_id: str
+    payment_intent_id: str
+    amount: int
+    reason: str | None
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"refund-{self.refund_id}"
+
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "payment_intent": self.payment_intent_id,
+            "amount": self.amount,
+            "metadata": {"rideId": self.ride_id, "refundId": self.refund_id},
+        }
+        if self.reason:
+            params["reason"] = self.reason
+        return params
+
+
+@dataclass(frozen=True, slots=True)
+class StripeRefund:
+    id: str
+    status: str
+    amount: int
+    failure_reason: str | None
+
+    @classmethod
+    def from_stripe(cls, refund: Any) -> StripeRefund:
+        return cls(
+            id=refund["id"],
+            status=_field(refund, "status") or "pending",
+            amount=refund["amount"],
+            failure_reason=_field(refund, "failure_reason"),
+        )
+
+
+def expires_at_of(session: CheckoutSession) -> datetime | None:
+    """When the session stops being payable, as a time (Stripe gives Unix seconds)."""
+    return datetime.fromtimestamp(session.expires_at, UTC) if session.expires_at else None
 
 
 def _field(stripe_object: Any, name: str) -> Any:
@@ -209,6 +261,25 @@ class StripeGateway:
             {"stripeSessionId": session_id},
         )
         return CheckoutSession.from_stripe(session)
+
+    async def create_refund(self, call: RefundCall) -> StripeRefund:
+        refund = await self._paced(
+            "create_refund",
+            lambda: self._client.v1.refunds.create_async(
+                params=call.params(),  # type: ignore[arg-type]
+                options={"idempotency_key": call.idempotency_key},
+            ),
+            {"rideId": call.ride_id, "refundId": call.refund_id},
+        )
+        return StripeRefund.from_stripe(refund)
+
+    async def retrieve_refund(self, stripe_refund_id: str) -> StripeRefund:
+        refund = await self._paced(
+            "retrieve_refund",
+            lambda: self._client.v1.refunds.retrieve_async(stripe_refund_id),
+            {"stripeRefundId": stripe_refund_id},
+        )
+        return StripeRefund.from_stripe(refund)
 
     async def _paced(
         self, operation: str, send: Callable[[], Awaitable[T]], log: Mapping[str, object]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from aiohttp import web
 
@@ -16,5 +17,11 @@ parser.add_argument(
     default="ws://127.0.0.1:9091/payment-ws",
     help="the notifier's WebSocket URL (default: %(default)s)",
 )
+parser.add_argument(
+    "--payments-api",
+    default="http://127.0.0.1:9092/payment-service",
+    help="the payments API, for new links (default: %(default)s)",
+)
 args = parser.parse_args()
-web.run_app(create_app(args.notifier), host=args.host, port=args.port, print=None)
+app = create_app(args.notifier, args.payments_api, os.environ.get("INTERNAL_API_TOKEN", ""))
+web.run_app(app, host=args.host, port=args.port, print=None)

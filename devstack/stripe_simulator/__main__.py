@@ -101,6 +101,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "seconds of unused rate a limit may save up for a burst",
         float,
     )
+    _option(
+        parser,
+        "--state-file",
+        "STRIPE_SIM_STATE_FILE",
+        None,
+        "keep sessions, payment intents, events and idempotency keys in this JSON file",
+    )
     _option(parser, "--log-level", "STRIPE_SIM_LOG_LEVEL", "INFO", "logging level")
     return parser.parse_args(argv)
 
@@ -121,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             endpoint_per_s=args.endpoint_rate_limit,
             burst_s=args.rate_limit_burst_s,
         ),
+        state_file=args.state_file,
     )
     web.run_app(create_app(config), host=args.host, port=args.port, print=None)
 

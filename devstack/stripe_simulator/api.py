@@ -32,6 +32,8 @@ def create_v1_app() -> web.Application:
     app.router.add_get("/checkout/sessions/{id}", retrieve_checkout_session)
     app.router.add_post("/checkout/sessions/{id}/expire", expire_checkout_session)
     app.router.add_get("/payment_intents/{id}", retrieve_payment_intent)
+    app.router.add_post("/refunds", create_refund)
+    app.router.add_get("/refunds/{id}", retrieve_refund)
     app.router.add_route("*", "/{tail:.*}", unrecognized_url)
     return app
 
@@ -46,6 +48,7 @@ async def stripe_api(request: web.Request, handler: Handler) -> web.StreamRespon
         simulator.state.rate_limiter.admit(_endpoint(request))
         await _inject_faults(simulator.state)
         request[PARAMS] = await _read_params(request)
+        await _slow_ride(simulator.state, request[PARAMS])
         key = request.headers.get("Idempotency-Key")
         if request.method == "POST" and key:
             response = await _idempotent(request, handler, simulator.state, f"{api_key}:{key}")
@@ -108,11 +111,21 @@ async def retrieve_payment_intent(request: web.Request) -> web.Response:
     return json_response(intent)
 
 
+async def create_refund(request: web.Request) -> web.Response:
+    simulator = request.config_dict[SIMULATOR]
+    cause = RequestInfo(request[REQUEST_ID], request.headers.get("Idempotency-Key"))
+    return json_response(simulator.create_refund(request[PARAMS], cause))
+
+
+async def retrieve_refund(request: web.Request) -> web.Response:
+    return json_response(request.config_dict[SIMULATOR].refund(request.match_info["id"]))
+
+
 async def unrecognized_url(request: web.Request) -> web.Response:
     raise StripeApiError(
         404,
         f"Unrecognized request URL ({request.method}: {request.path}). "
-        "The simulator implements only the Checkout Session and PaymentIntent calls.",
+        "The simulator implements only the Checkout Session, PaymentIntent and Refund calls.",
     )
 
 
@@ -244,6 +257,12 @@ async def _inject_faults(state: SimulatorState) -> None:
         replayable=False,
         headers=headers,
     )
+
+
+async def _slow_ride(state: SimulatorState, params: dict[str, Any]) -> None:
+    delay_ms = state.faults.slow_rides.get(str(params.get("client_reference_id")), 0)
+    if delay_ms:
+        await asyncio.sleep(delay_ms / 1000)
 
 
 async def _read_params(request: web.Request) -> dict[str, Any]:

@@ -42,11 +42,12 @@ class Action(StrEnum):
     DECLINE = "decline"
     CANCEL = "cancel"
     EXPIRE = "expire"
+    ABANDON = "abandon"
 
 
 class SessionNotOpenError(Exception):
-    def __init__(self, session: SessionRecord) -> None:
-        self.status = str(session.obj["status"])
+    def __init__(self, session: SessionRecord, status: str | None = None) -> None:
+        self.status = status or str(session.obj["status"])
         super().__init__(
             f'Only Checkout Sessions with a status in ["open"] can be changed. '
             f'This Checkout Session has a status of "{self.status}".'
@@ -97,11 +98,19 @@ def apply_action(state: SimulatorState, session: SessionRecord, action: Action) 
     """Change the session as the customer's `action` would and return the events, in order."""
     if not session.is_open:
         raise SessionNotOpenError(session)
+    if action is not Action.EXPIRE and session.obj["expires_at"] <= state.now():
+        # Past `expires_at` Stripe takes no payment, even before its sweep marks it expired.
+        raise SessionNotOpenError(session, status="expired")
     if action is Action.PAY:
         return _pay(state, session)
     if action is Action.DECLINE:
         return _decline(state, session)
     if action is Action.EXPIRE:
+        return _expire(state, session)
+    if action is Action.ABANDON:
+        # A payment was started, then the session expired: Stripe cancels the PaymentIntent
+        # first, so the payment ends `canceled` rather than `expired`.
+        _payment_intent(state, session)
         return _expire(state, session)
     return []  # Stripe says nothing when the customer just leaves.
 

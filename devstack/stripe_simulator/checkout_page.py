@@ -25,6 +25,7 @@ _BUTTONS = (
     (Action.DECLINE, "Card declined"),
     (Action.CANCEL, "Cancel"),
     (Action.EXPIRE, "Let it expire"),
+    (Action.ABANDON, "Abandon after a try (canceled)"),
 )
 
 _STYLE = """
@@ -109,6 +110,9 @@ def _outcome(session: SessionRecord, action: Action) -> str:
         text, href, link = "Your card was declined.", f"/checkout/{session.id}", "Try again"
     elif action is Action.CANCEL:
         text = "You left Checkout. No payment was made and Stripe sends no event for this."
+        href, link = obj["cancel_url"], "Back to the merchant"
+    elif action is Action.ABANDON:
+        text = "The payment was abandoned: its PaymentIntent is canceled, the session expired."
         href, link = obj["cancel_url"], "Back to the merchant"
     else:
         text, href, link = "This Checkout Session has expired.", obj["cancel_url"], "Back"

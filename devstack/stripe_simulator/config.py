@@ -12,7 +12,8 @@ class SimulatorConfig:
     """How the simulator presents itself and delivers webhooks.
 
     `public_base_url` is the origin put into Checkout URLs; when None it is taken from each
-    request's Host, which suits a server bound to a port chosen at start. `api_key`, when
+    request's Host, which suits a server bound to a port chosen at start. `state_file`, when
+    set, keeps the state on disk across restarts. `api_key`, when
     set, is the only key accepted; otherwise any `sk_`/`rk_` key is. `webhook_secret` may
     hold several comma-separated secrets: every delivery is signed with each of them.
     """
@@ -28,6 +29,7 @@ class SimulatorConfig:
     webhook_timeout_s: float = 10.0
     expiry_sweep_s: float = 1.0
     rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
+    state_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.webhook_max_attempts < 1:

@@ -28,6 +28,11 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/_sim/rate_limits", show_rate_limits)
     app.router.add_post("/_sim/rate_limits", set_rate_limits)
     app.router.add_post("/_sim/reset", reset)
+    app.router.add_get("/_sim/refunds", list_refunds)
+    app.router.add_post("/_sim/refunds/settings", set_refund_settings)
+    app.router.add_post("/_sim/refunds/{id}/{outcome}", settle_refund)
+    app.router.add_post("/_sim/disputes", open_dispute)
+    app.router.add_post("/_sim/disputes/{id}/close", close_dispute)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -77,7 +82,8 @@ async def show_faults(request: web.Request) -> web.Response:
 
 
 async def set_faults(request: web.Request) -> web.Response:
-    """`{"status": 4xx|5xx, "count": N, "should_retry": bool?}` and/or `{"latency_ms": N}`.
+    """`{"status": 4xx|5xx, "count": N, "should_retry": bool?}`, `{"latency_ms": N}` and/or
+    `{"slow_rides": {"<rideId>": N}}` (N milliseconds more for that ride's calls; 0 removes it).
 
     429 and 5xx are Stripe's transient answers; another 4xx is a permanent refusal.
     """
@@ -97,6 +103,15 @@ async def set_faults(request: web.Request) -> web.Response:
         if not isinstance(latency, int) or latency < 0:
             return _error(400, "latency_ms must be a non-negative integer")
         faults.latency_ms = latency
+    if "slow_rides" in body:
+        slow = body["slow_rides"]
+        if not isinstance(slow, dict) or not all(
+            isinstance(ms, int) and ms >= 0 for ms in slow.values()
+        ):
+            return _error(400, "slow_rides must map ride ids to non-negative integers")
+        faults.slow_rides = {
+            ride: ms for ride, ms in {**faults.slow_rides, **slow}.items() if ms > 0
+        }
     state.faults = faults
     return json_response(faults.to_json())
 
@@ -152,6 +167,63 @@ def _rate(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError("a rate is a number of requests per second, or null")
     return float(value)
+
+
+async def list_refunds(request: web.Request) -> web.Response:
+    """Every refund, oldest first; `?payment_intent=pi_...` filters."""
+    refunds = list(request.app[SIMULATOR].state.refunds.values())
+    if "payment_intent" in request.query:
+        refunds = [r for r in refunds if r["payment_intent"] == request.query["payment_intent"]]
+    return json_response({"object": "list", "data": refunds, "count": len(refunds)})
+
+
+async def set_refund_settings(request: web.Request) -> web.Response:
+    """`{"settle_after_ms": N or null, "fail_next": N}`: null leaves new refunds pending until
+    /_sim/refunds/{id}/succeed|fail; `fail_next` makes the next N refunds fail."""
+    body = await _json_body(request)
+    settings = request.app[SIMULATOR].state.refund_settings
+    delay = body.get("settle_after_ms", settings.settle_after_ms)
+    fail_next = body.get("fail_next", settings.fail_next)
+    if not (delay is None or (isinstance(delay, int) and delay >= 0)):
+        return _error(400, "settle_after_ms must be a non-negative integer or null")
+    if not isinstance(fail_next, int) or fail_next < 0:
+        return _error(400, "fail_next must be a non-negative integer")
+    settings.settle_after_ms, settings.fail_next = delay, fail_next
+    return json_response(settings.to_json())
+
+
+async def settle_refund(request: web.Request) -> web.Response:
+    outcome = request.match_info["outcome"]
+    if outcome not in ("succeed", "fail"):
+        return _error(400, "outcome must be succeed or fail")
+    simulator = request.app[SIMULATOR]
+    try:
+        events = simulator.settle_refund(request.match_info["id"], succeed=outcome == "succeed")
+    except StripeApiError as exc:
+        return exc.response()
+    return json_response({"refund": simulator.refund(request.match_info["id"]), "events": events})
+
+
+async def open_dispute(request: web.Request) -> web.Response:
+    """`{"session": "cs_test_..."}`: the paid session's charge is disputed (needs_response)."""
+    session_id = (await _json_body(request)).get("session")
+    if not isinstance(session_id, str):
+        return _error(400, "session must be a Checkout Session id")
+    try:
+        dispute, events = request.app[SIMULATOR].open_dispute(session_id)
+    except StripeApiError as exc:
+        return exc.response()
+    return json_response({"dispute": dispute, "events": events})
+
+
+async def close_dispute(request: web.Request) -> web.Response:
+    """`{"outcome": "won" | "lost"}`."""
+    outcome = (await _json_body(request)).get("outcome")
+    try:
+        events = request.app[SIMULATOR].close_dispute(request.match_info["id"], str(outcome))
+    except StripeApiError as exc:
+        return exc.response()
+    return json_response({"events": events})
 
 
 async def reset(request: web.Request) -> web.Response:

@@ -51,5 +51,11 @@ class IdempotencyCache:
     def save(self, key: str, fingerprint: str, status: int, body: bytes, request_id: str) -> None:
         self._saved[key] = SavedResponse(fingerprint, status, body, request_id, self._clock())
 
+    def saved(self) -> list[tuple[str, SavedResponse]]:
+        return list(self._saved.items())
+
+    def save_response(self, key: str, saved: SavedResponse) -> None:
+        self._saved[key] = saved
+
     def clear(self) -> None:
         self._saved.clear()

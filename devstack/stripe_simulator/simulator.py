@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from . import refunds
 from .checkout import Action, Change, apply_action, create_session
 from .config import SimulatorConfig
 from .errors import no_such
@@ -24,6 +25,7 @@ class Simulator:
         self.config = config
         self.state = SimulatorState(config, clock)
         self.deliverer: WebhookDeliverer | None = None  # set while the app runs
+        self._settlements: set[asyncio.Task[None]] = set()
 
     def create_session(self, params: JSONObject, public_base_url: str) -> SessionRecord:
         session = create_session(params, public_base_url=public_base_url, now=self.state.now())
@@ -57,7 +59,54 @@ class Simulator:
             self.perform(session.id, Action.EXPIRE)
         return len(due)
 
+    def create_refund(self, params: JSONObject, request: RequestInfo) -> JSONObject:
+        """A pending refund, settled later: after the configured delay, or when told."""
+        refund, changes = refunds.create_refund(self.state, params)
+        self._emit_for_intent(refund, changes, request=request)
+        settings = self.state.refund_settings
+        succeed = settings.fail_next <= 0
+        settings.fail_next = max(0, settings.fail_next - 1)
+        delay_ms = settings.settle_after_ms
+        if delay_ms is not None:
+            task = asyncio.create_task(self._settle_later(refund, succeed, delay_ms))
+            self._settlements.add(task)
+            task.add_done_callback(self._settlements.discard)
+        return refund
+
+    def refund(self, refund_id: str) -> JSONObject:
+        refund = self.state.refunds.get(refund_id)
+        if refund is None:
+            raise no_such("refund", refund_id, "refund")
+        return refund
+
+    def settle_refund(self, refund_id: str, *, succeed: bool) -> list[JSONObject]:
+        refund = self.refund(refund_id)
+        return self._emit_for_intent(refund, refunds.settle_refund(self.state, refund, succeed))
+
+    def open_dispute(self, session_id: str) -> tuple[JSONObject, list[JSONObject]]:
+        dispute, changes = refunds.open_dispute(self.state, self.session(session_id))
+        return dispute, self._emit_for_intent(dispute, changes)
+
+    def close_dispute(self, dispute_id: str, outcome: str) -> list[JSONObject]:
+        dispute = self.state.disputes.get(dispute_id)
+        if dispute is None:
+            raise no_such("dispute", dispute_id, "dispute")
+        return self._emit_for_intent(dispute, refunds.close_dispute(dispute, outcome))
+
+    async def _settle_later(self, refund: JSONObject, succeed: bool, after_ms: int) -> None:
+        await asyncio.sleep(after_ms / 1000)
+        if refund["status"] == "pending":  # not settled through the control API meanwhile
+            self.settle_refund(refund["id"], succeed=succeed)
+
+    def _emit_for_intent(
+        self, obj: JSONObject, changes: list[Change], request: RequestInfo | None = None
+    ) -> list[JSONObject]:
+        session_id = refunds.session_of_intent(self.state, obj["payment_intent"])
+        return self._emit(session_id, changes, deliver=True, request=request)
+
     async def reset(self) -> None:
+        for task in list(self._settlements):
+            task.cancel()
         if self.deliverer is not None:
             await self.deliverer.cancel_all()
         self.state.reset()

@@ -62,12 +62,14 @@ class EventRecord:
 
 @dataclass(slots=True)
 class Faults:
-    """Injected trouble for /v1 requests: the next `remaining` answer `status`."""
+    """Injected trouble for /v1 requests: the next `remaining` answer `status`; calls about a
+    ride in `slow_rides` (by `client_reference_id`) take that many more milliseconds."""
 
     status: int | None = None
     remaining: int = 0
     should_retry: bool | None = None
     latency_ms: int | None = None
+    slow_rides: dict[str, int] = field(default_factory=dict)
 
     def take(self) -> int | None:
         if self.status is None or self.remaining <= 0:
@@ -81,7 +83,20 @@ class Faults:
             "remaining": self.remaining,
             "should_retry": self.should_retry,
             "latency_ms": self.latency_ms,
+            "slow_rides": dict(self.slow_rides),
         }
+
+
+@dataclass(slots=True)
+class RefundSettings:
+    """How new refunds end: after `settle_after_ms` (None: only when told, through the control
+    API), succeeding unless `fail_next` says the next ones fail."""
+
+    settle_after_ms: int | None = 200
+    fail_next: int = 0
+
+    def to_json(self) -> JSONObject:
+        return {"settle_after_ms": self.settle_after_ms, "fail_next": self.fail_next}
 
 
 @dataclass(slots=True)
@@ -103,6 +118,9 @@ class SimulatorState:
         self.clock = clock
         self.sessions: dict[str, SessionRecord] = {}
         self.payment_intents: dict[str, JSONObject] = {}
+        self.refunds: dict[str, JSONObject] = {}
+        self.disputes: dict[str, JSONObject] = {}
+        self.refund_settings = RefundSettings()
         self.events: list[EventRecord] = []
         self.idempotency = IdempotencyCache(clock)
         self.faults = Faults()
@@ -120,6 +138,9 @@ class SimulatorState:
         """Forget everything and return to the startup configuration."""
         self.sessions.clear()
         self.payment_intents.clear()
+        self.refunds.clear()
+        self.disputes.clear()
+        self.refund_settings = RefundSettings()
         self.events.clear()
         self.idempotency.clear()
         self.faults = Faults()

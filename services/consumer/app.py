@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -13,11 +15,16 @@ from aiohttp import web
 from mode import Service
 
 from services.consumer.handler import RideEventHandler
+from services.consumer.lag import record_lag
+from services.consumer.offsets import LedgerApp
+from services.consumer.orphans import OrphanSweeper
 from services.consumer.process import CheckoutSettings, PaymentCreator
 from services.consumer.records import DEAD_LETTER_TOPIC, SOURCE_TOPIC, DeadLetter, IncomingRecord
+from services.consumer.refund_agent import add_refund_agent
+from services.consumer.shutdown import Shutdown, WorkAbandoned
 from shared.bus import NotificationBus, connect_redis
 from shared.observability import flag_check, health_routes
-from shared.retry import until_done
+from shared.retry import RetriesStopped, until_done
 from shared.settings import Settings
 from shared.store import PaymentStore
 from shared.stripe_budget import StripeBudget
@@ -27,17 +34,26 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 6066
 GROUP_ID = "payments"
+LAG_EVERY_S = 5.0
 
 
 class ConsumerRuntime(Service):
     """The adapters and the health server; started before the Faust app, stopped after it."""
 
-    def __init__(self, settings: Settings, dead_letters: faust.TopicT, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        dead_letters: faust.TopicT,
+        shutdown: Shutdown,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
+        self.shutdown = shutdown
         self.kafka_joined = False
         self.store_ready = asyncio.Event()
         self.agent_crashed = False
+        self.record_lag: Callable[[], None] = lambda: None  # set once the Faust app exists
         self._dead_letters = dead_letters
         self._runner: web.AppRunner | None = None
         self.store = PaymentStore.connect(
@@ -51,23 +67,35 @@ class ConsumerRuntime(Service):
             budget=StripeBudget.from_settings(settings),
             max_in_flight=settings.consumer_concurrency,
         )
-        self.handler = RideEventHandler(
-            PaymentCreator(
-                self.store,
-                self.gateway,
-                self.bus,
-                CheckoutSettings(
-                    settings.payment_currency,
-                    settings.success_redirect_url,
-                    settings.cancel_redirect_url,
-                ),
+        creator = PaymentCreator(
+            self.store,
+            self.gateway,
+            self.bus,
+            CheckoutSettings(
+                settings.payment_currency,
+                settings.success_redirect_url,
+                settings.cancel_redirect_url,
             ),
-            self.send_dead_letter,
+        )
+        self.handler = RideEventHandler(
+            creator, self.send_dead_letter, stop_retrying=shutdown.stopping
+        )
+        self.orphans = OrphanSweeper(
+            self.store,
+            creator,
+            self.store.lease(
+                "orphan-sweeper",
+                owner=f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
+                ttl_s=max(60.0, settings.orphan_check_interval_s * 2),
+            ),
+            orphan_after_s=settings.orphan_after_s,
         )
 
     async def on_start(self) -> None:
         await self._start_health_server()
         self.add_future(self._prepare_store())
+        self.add_future(self._sweep_orphans())
+        self.add_future(self._export_lag())
 
     async def on_stop(self) -> None:
         if self._runner is not None:
@@ -98,6 +126,18 @@ class ConsumerRuntime(Service):
         await until_done(self.store.ensure_indexes, what="creating MongoDB indexes")
         self.store_ready.set()
 
+    async def _export_lag(self) -> None:
+        while True:
+            await asyncio.sleep(LAG_EVERY_S)
+            try:
+                self.record_lag()
+            except Exception as error:  # Faust's consumer between assignments: next time
+                logger.debug("consumer lag not recorded", extra={"error": str(error)})
+
+    async def _sweep_orphans(self) -> None:
+        await self.store_ready.wait()
+        await self.orphans.run(self.settings.orphan_check_interval_s)
+
     async def _start_health_server(self) -> None:
         checks = {
             "kafka": flag_check("kafka consumer group membership", lambda: self.kafka_joined),
@@ -105,6 +145,9 @@ class ConsumerRuntime(Service):
             "mongodb": self.store.ping,
             "mongodb-indexes": flag_check("index creation", self.store_ready.is_set),
             "redis": self.bus.ping,
+            "orphan-sweeper": flag_check(
+                "the orphaned-payment sweeper", lambda: self.orphans.running
+            ),
         }
         web_app = web.Application()
         web_app.add_routes(health_routes(checks))
@@ -115,8 +158,22 @@ class ConsumerRuntime(Service):
         logger.info("health server listening", extra={"port": port})
 
 
+class ConsumerApp(LedgerApp):
+    """Starts the bounded shutdown before Faust waits for the events in flight."""
+
+    def __init__(self, shutdown: Shutdown, *args: Any, **kwargs: Any) -> None:
+        self.shutdown = shutdown
+        super().__init__(*args, **kwargs)
+
+    async def on_stop(self) -> None:
+        self.shutdown.begin()
+        await super().on_stop()
+
+
 def create_app(settings: Settings) -> tuple[faust.App, ConsumerRuntime]:
-    app = faust.App(
+    shutdown = Shutdown(settings.shutdown_grace_s)
+    app = ConsumerApp(
+        shutdown,
         GROUP_ID,
         broker=[
             f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")
@@ -131,14 +188,43 @@ def create_app(settings: Settings) -> tuple[faust.App, ConsumerRuntime]:
     )
     source = app.topic(SOURCE_TOPIC, key_serializer="raw", value_serializer="raw")
     dead_letters = app.topic(DEAD_LETTER_TOPIC, key_serializer="raw", value_serializer="raw")
-    runtime = ConsumerRuntime(settings, dead_letters)
+    runtime = ConsumerRuntime(settings, dead_letters, shutdown)
+
+    async def handle(
+        event: faust.EventT[bytes], process: Callable[[IncomingRecord], Awaitable[object]]
+    ) -> None:
+        """Process one event and mark it done; one abandoned at shutdown is never marked."""
+        # Before any await: the ledger relies on events being taken in offset order.
+        progress = app.offsets.taken(event.message)
+        record = _incoming(event)
+        try:
+            async with shutdown.abandonable():
+                await process(record)
+        except (WorkAbandoned, RetriesStopped) as reason:
+            logger.warning(
+                "record left to the partition's next owner",
+                extra={"source": record.position, "reason": str(reason)},
+            )
+            return
+        progress.done(event.message.offset)
+
+    async def consume(
+        stream: faust.StreamT[bytes], process: Callable[[IncomingRecord], Awaitable[object]]
+    ) -> None:
+        """Every agent's loop: the offset ledger, the bounded shutdown, the crash watch."""
+        with runtime.crash_watch():
+            async for event in stream.events():
+                if not shutdown.stopping.is_set():
+                    await handle(event, process)
 
     @app.agent(source, concurrency=settings.consumer_concurrency)
     async def create_payments(stream: faust.StreamT[bytes]) -> None:
         await runtime.store_ready.wait()
-        with runtime.crash_watch():
-            async for event in stream.events():
-                await runtime.handler.handle(_incoming(event))
+        await consume(stream, runtime.handler.handle)
+
+    add_refund_agent(app, runtime, consume, settings.consumer_concurrency)
+
+    runtime.record_lag = lambda: record_lag(app, SOURCE_TOPIC)
 
     @app.on_partitions_assigned.connect
     async def _joined(_app: Any, /, *_: Any, signal: Any, **__: Any) -> None:

@@ -1,5 +1,6 @@
-"""`python -m services.consumer.dlq list|replay`: inspect the dead-letter topic and send
-chosen records back to `payment-events` once the cause is fixed.
+"""`python -m services.consumer.dlq [--topic T] list|replay`: inspect a dead-letter topic
+(`payment-events-dlq` by default, or `refund-requests-dlq`) and send chosen records back to the
+topic they came from (`payment-events`, `refund-requests`) once the cause is fixed.
 
 A replayed record keeps its original key, value and headers (the `dlq.*` headers are dropped)
 and gains `dlq.replayed-from` naming the dead letter it came from. A truncated letter (a record
@@ -11,10 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaConnectionError
 
 from services.consumer.records import (
     DEAD_LETTER_TOPIC,
@@ -22,8 +25,8 @@ from services.consumer.records import (
     REASON,
     SOURCE_OFFSET,
     SOURCE_PARTITION,
-    SOURCE_TOPIC,
     SOURCE_TOPIC_HEADER,
+    SOURCES_OF_DEAD_LETTERS,
     TRUNCATED,
     IncomingRecord,
 )
@@ -68,17 +71,17 @@ def _shown(data: bytes) -> str:
     return data[:SHOWN_BYTES].decode(errors="replace")
 
 
-async def read_dead_letters(bootstrap: str) -> list[IncomingRecord]:
+async def read_dead_letters(bootstrap: str, topic: str = DEAD_LETTER_TOPIC) -> list[IncomingRecord]:
     consumer = AIOKafkaConsumer(
-        DEAD_LETTER_TOPIC,
+        topic,
         bootstrap_servers=bootstrap,
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
-    await consumer.start()
     letters: list[IncomingRecord] = []
     try:
+        await consumer.start()
         while batch := await consumer.getmany(timeout_ms=int(IDLE_END_S * 1000)):
             for records in batch.values():
                 letters += [as_letter(record) for record in records]
@@ -94,15 +97,18 @@ def as_letter(record: ConsumerRecord[bytes, bytes]) -> IncomingRecord:
     )
 
 
-async def replay(bootstrap: str, letters: Sequence[IncomingRecord]) -> None:
+async def replay(
+    bootstrap: str, letters: Sequence[IncomingRecord], topic: str = DEAD_LETTER_TOPIC
+) -> None:
+    """Each letter of dead-letter `topic` back to the topic it came from."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
     try:
+        await producer.start()
         for letter in letters:
             headers = [(k, v) for k, v in letter.headers if not k.startswith("dlq.")]
-            headers.append(("dlq.replayed-from", f"{DEAD_LETTER_TOPIC}:{ref(letter)}".encode()))
+            headers.append(("dlq.replayed-from", f"{topic}:{ref(letter)}".encode()))
             await producer.send_and_wait(
-                SOURCE_TOPIC, letter.value, key=letter.key, headers=headers
+                SOURCES_OF_DEAD_LETTERS[topic], letter.value, key=letter.key, headers=headers
             )
     finally:
         await producer.stop()
@@ -134,24 +140,32 @@ def choose(letters: list[IncomingRecord], args: argparse.Namespace) -> list[Inco
 
 
 async def run(args: argparse.Namespace, bootstrap: str) -> None:
-    letters = await read_dead_letters(bootstrap)
+    letters = await read_dead_letters(bootstrap, args.topic)
     if args.command == "list":
         for letter in letters:
             print(json.dumps(summary(letter)))
+        if not letters:
+            print(f"dlq: {DEAD_LETTER_TOPIC} is empty", file=sys.stderr)
         return
     chosen = choose(letters, args)
     if not chosen:
         raise SystemExit("dlq: nothing to replay; name records with --ref P:O or use --all")
-    await replay(bootstrap, chosen)
+    await replay(bootstrap, chosen, args.topic)
     for letter in chosen:
-        print(json.dumps({"replayed": ref(letter), "to": SOURCE_TOPIC}))
+        print(json.dumps({"replayed": ref(letter), "to": SOURCES_OF_DEAD_LETTERS[args.topic]}))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m services.consumer.dlq", description=__doc__)
+    parser.add_argument(
+        "--topic",
+        choices=sorted(SOURCES_OF_DEAD_LETTERS),
+        default=DEAD_LETTER_TOPIC,
+        help="the dead-letter topic (default: %(default)s)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="print every dead letter as one JSON line")
-    replaying = commands.add_parser("replay", help=f"send dead letters back to {SOURCE_TOPIC}")
+    replaying = commands.add_parser("replay", help="send dead letters back where they came from")
     replaying.add_argument(
         "--ref",
         action="append",
@@ -166,7 +180,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         bootstrap = load_settings().kafka_bootstrap_servers
     except ConfigError as error:
         sys.exit(f"dlq: {error}")
-    asyncio.run(run(args, bootstrap))
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the hint below says it all
+    try:
+        asyncio.run(run(args, bootstrap))
+    except KafkaConnectionError:
+        sys.exit(
+            f"dlq: cannot reach Kafka at {bootstrap}; is it running? Set KAFKA_BOOTSTRAP_SERVERS"
+            " (with `make run`: `make dlq`)"
+        )
 
 
 if __name__ == "__main__":

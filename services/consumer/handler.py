@@ -7,6 +7,7 @@ dead-letter topic), so the caller may acknowledge it then and never earlier.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -21,7 +22,7 @@ from services.consumer.records import (
     DeadLetter,
     IncomingRecord,
 )
-from shared.model import InvalidRideEvent, RideEvent, parse_ride_event
+from shared.model import MAX_EVENT_BYTES, InvalidRideEvent, RideEvent, parse_ride_event
 from shared.retry import Backoff, until_done
 from shared.stripe_gateway import PermanentStripeError
 
@@ -40,15 +41,22 @@ IN_FLIGHT = Gauge("payments_consumer_in_flight", "Ride events being handled now"
 
 # A broker whose topic limit is below ours gets a letter of this size instead.
 SMALL_DEAD_LETTER_BYTES = 16 * 1024
+MAX_ID_CHARS = 200  # an id in a log line; a refused event's may be any length
 DEAD_LETTER_BACKOFF = Backoff()
 
 SendDeadLetter = Callable[[DeadLetter], Awaitable[None]]
 
 
 class RideEventHandler:
-    def __init__(self, creator: PaymentCreator, send_dead_letter: SendDeadLetter) -> None:
+    def __init__(
+        self,
+        creator: PaymentCreator,
+        send_dead_letter: SendDeadLetter,
+        stop_retrying: asyncio.Event | None = None,
+    ) -> None:
         self._creator = creator
         self._send_dead_letter = send_dead_letter
+        self._stop_retrying = stop_retrying
         self._ride_locks = _KeyedLocks()
 
     async def handle(self, record: IncomingRecord) -> Outcome:
@@ -67,6 +75,7 @@ class RideEventHandler:
             return await self._create(event, record)
         except InvalidRideEvent as error:
             reason = error.reason
+            ride_id = named_ride_id(record.value or b"")
         except PermanentStripeError as error:
             reason = str(error)
         except Exception as error:
@@ -87,6 +96,7 @@ class RideEventHandler:
                 what="payment creation",
                 on_retry=_count_retry,
                 log_extra=log,
+                stop=self._stop_retrying,
             )
         logger.info("ride event handled", extra={**log, "outcome": outcome.value})
         return outcome
@@ -106,27 +116,46 @@ class RideEventHandler:
         return Outcome.DEAD_LETTERED
 
     async def _store(self, letter: DeadLetter, log: Mapping[str, object]) -> DeadLetter:
-        """Returns (what was sent) once Kafka holds the letter: only then may the record be
-        acknowledged, and there is nowhere else to keep it, so every failure is retried. A
-        letter over the size Kafka takes is truncated; smaller still if the broker refuses it."""
-        limit, attempt = MAX_DEAD_LETTER_BYTES, 0
-        while True:
-            fitting = letter.within(limit)
-            try:
-                await self._send_dead_letter(fitting)
-                return fitting
-            except Exception as error:
-                _count_retry(error)
-                attempt += 1
-                if _too_large(error) and limit > SMALL_DEAD_LETTER_BYTES:
-                    limit = SMALL_DEAD_LETTER_BYTES
-                    continue
-                delay = DEAD_LETTER_BACKOFF.delay(attempt)
-                logger.error(
-                    "dead-letter publish failed; retrying",
-                    extra={**log, "error": repr(error), "attempt": attempt, "retryInS": delay},
-                )
-                await asyncio.sleep(delay)
+        return await store_dead_letter(self._send_dead_letter, letter, log)
+
+
+async def store_dead_letter(
+    send: SendDeadLetter, letter: DeadLetter, log: Mapping[str, object]
+) -> DeadLetter:
+    """Returns (what was sent) once Kafka holds the letter: only then may the record be
+    acknowledged, and there is nowhere else to keep it, so every failure is retried. A
+    letter over the size Kafka takes is truncated; smaller still if the broker refuses it."""
+    limit, attempt = MAX_DEAD_LETTER_BYTES, 0
+    while True:
+        fitting = letter.within(limit)
+        try:
+            await send(fitting)
+            return fitting
+        except Exception as error:
+            _count_retry(error)
+            attempt += 1
+            if _too_large(error) and limit > SMALL_DEAD_LETTER_BYTES:
+                limit = SMALL_DEAD_LETTER_BYTES
+                continue
+            delay = DEAD_LETTER_BACKOFF.delay(attempt)
+            logger.error(
+                "dead-letter publish failed; retrying",
+                extra={**log, "error": repr(error), "attempt": attempt, "retryInS": delay},
+            )
+            await asyncio.sleep(delay)
+
+
+def named_ride_id(raw: bytes) -> str | None:
+    """The rideId an event refused as invalid still names, for the log line; None when it
+    names none. Only events within the size limit are decoded, and no input raises."""
+    if len(raw) > MAX_EVENT_BYTES:
+        return None
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    ride_id = document.get("rideId") if isinstance(document, dict) else None
+    return ride_id[:MAX_ID_CHARS] if isinstance(ride_id, str) and ride_id else None
 
 
 def _too_large(error: BaseException) -> bool:

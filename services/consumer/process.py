@@ -17,7 +17,7 @@ from shared.announcements import announce_payment_url
 from shared.bus import NotificationBus
 from shared.model import PaymentStatus, RideEvent, to_minor_units
 from shared.store import Payment, PaymentStore
-from shared.stripe_gateway import CheckoutRequest, StripeGateway
+from shared.stripe_gateway import CheckoutRequest, StripeGateway, expires_at_of
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,10 @@ class PaymentCreator:
             event.ride_id, event.user_id, amount, self._checkout.currency
         )
         _warn_if_conflicting(event, amount, payment)
+        return await self.finish(payment)
+
+    async def finish(self, payment: Payment) -> Outcome:
+        """From a reserved record on: its session (opened if it has none yet) and its link."""
         outcome = Outcome.REPUBLISHED
         if payment.stripe_session_id is None:
             payment = await self._open_checkout(payment)
@@ -81,7 +85,9 @@ class PaymentCreator:
             "checkout session created",
             extra={"rideId": payment.ride_id, "stripeSessionId": session.id},
         )
-        return await self._store.attach_session(payment, session.id, session.url)
+        return await self._store.attach_session(
+            payment, session.id, session.url, expires_at_of(session)
+        )
 
 
 def _warn_if_conflicting(event: RideEvent, amount: int, payment: Payment) -> None:

@@ -8,6 +8,13 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 SOURCE_TOPIC = "payment-events"
 DEAD_LETTER_TOPIC = "payment-events-dlq"
+REFUND_SOURCE_TOPIC = "refund-requests"
+REFUND_DEAD_LETTER_TOPIC = "refund-requests-dlq"
+# Each dead-letter topic and the topic its records came from (and are replayed to).
+SOURCES_OF_DEAD_LETTERS = {
+    DEAD_LETTER_TOPIC: SOURCE_TOPIC,
+    REFUND_DEAD_LETTER_TOPIC: REFUND_SOURCE_TOPIC,
+}
 
 REASON = "dlq.reason"
 SOURCE_TOPIC_HEADER = "dlq.source.topic"

@@ -81,6 +81,7 @@ class Notifier:
         bus = NotificationBus(client)
         subscriber = UserSubscriber(client, self._deliver, self._resubscribed)
         self._parts = (bus, subscriber, Hub(subscriber))
+        metrics.REDIS_CONNECTED.set_function(lambda: float(subscriber.connected.is_set()))
         self._listener = asyncio.create_task(subscriber.run(), name="redis-subscriber")
         yield
         self._listener.cancel()

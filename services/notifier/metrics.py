@@ -23,6 +23,10 @@ REPLAYED = Counter(
     "payments_notifier_messages_replayed_total",
     "Messages sent from history at registration or after a Redis reconnect",
 )
+REDIS_CONNECTED = Gauge(
+    "payments_notifier_redis_connected",
+    "1 while the Redis subscriber is connected (riders get live messages), else 0",
+)
 REDIS_RECONNECTS = Counter(
     "payments_notifier_redis_reconnects", "Times the Redis subscriber connected again"
 )

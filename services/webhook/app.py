@@ -20,15 +20,19 @@ from aiohttp import web
 from prometheus_client import Counter, Histogram
 
 from services.webhook.api_auth import bearer_token_auth
+from services.webhook.checkout_links import CheckoutLinks, Redirects
 from services.webhook.events import MalformedEvent, StripeEvent, interpret, metric_label
 from services.webhook.payments_api import payments_api_routes
 from services.webhook.reconciler import Reconciler
+from services.webhook.refund_events import apply_money_back, interpret_money_back
+from services.webhook.refund_reconciliation import RefundSettler
 from services.webhook.signature import SignatureError, verify
-from services.webhook.status_changes import Result, apply_event
+from services.webhook.status_changes import Applied, Result, apply_event
 from shared.bus import NotificationBus, connect_redis
 from shared.observability import ReadinessCheck, health_routes, liveness_route
 from shared.outbox import OutboxRelay
 from shared.processed_events import ProcessedEvents
+from shared.refunds import RefundBook
 from shared.retry import is_transient
 from shared.settings import Settings
 from shared.store import PaymentStore
@@ -55,6 +59,7 @@ STORE = web.AppKey("store", PaymentStore)
 PROCESSED = web.AppKey("processed", ProcessedEvents)
 BUS = web.AppKey("bus", NotificationBus)
 RELAY = web.AppKey("relay", OutboxRelay)
+LINKS: web.AppKey[CheckoutLinks | None] = web.AppKey("links")
 SECRETS: web.AppKey[list[str]] = web.AppKey("secrets")
 BACKGROUND: web.AppKey[dict[str, Callable[[], bool]]] = web.AppKey("background")
 
@@ -74,7 +79,7 @@ def create_internal_app(service: web.Application, api_tokens: Sequence[str]) -> 
     app = web.Application(middlewares=[bearer_token_auth(api_tokens)])
     app.add_routes(
         [
-            *payments_api_routes(lambda: service[STORE]),
+            *payments_api_routes(lambda: service[STORE], lambda: service.get(LINKS)),
             *health_routes(_readiness_checks(service)),
         ]
     )
@@ -111,6 +116,7 @@ def _adapters(settings: Settings) -> Callable[[web.Application], AsyncIterator[N
             logger.warning("could not create indexes at start", extra={"error": str(error)})
         relay = app[RELAY] = OutboxRelay(store, app[BUS], settings.kafka_bootstrap_servers)
         gateway = _stripe_gateway(settings)
+        links = app[LINKS] = _checkout_links(settings, store, gateway, app[BUS])
         loops = [asyncio.create_task(relay.run(), name="outbox-relay")]
         app[BACKGROUND]["outbox-relay"] = lambda: relay.running
         if gateway is not None:
@@ -122,6 +128,8 @@ def _adapters(settings: Settings) -> Callable[[web.Application], AsyncIterator[N
             loop.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
         await relay.close()
+        if links is not None:
+            await links.close()
         if gateway is not None:
             await gateway.close()
         await app[BUS].close()
@@ -141,13 +149,23 @@ def _stripe_gateway(settings: Settings) -> StripeGateway | None:
     )
 
 
+def _checkout_links(
+    settings: Settings, store: PaymentStore, gateway: StripeGateway | None, bus: NotificationBus
+) -> CheckoutLinks | None:
+    if gateway is None:
+        return None
+    redirects = Redirects(settings.success_redirect_url, settings.cancel_redirect_url)
+    return CheckoutLinks(store, gateway, bus, redirects)
+
+
 def _reconciler(
     settings: Settings, store: PaymentStore, gateway: StripeGateway, relay: OutboxRelay
 ) -> Reconciler:
     lease_ttl_s = max(60.0, settings.reconcile_interval_s * 2)
+    housekeeping = gateway.with_priority(Priority.HOUSEKEEPING)  # after riders' calls
     return Reconciler(
         store,
-        gateway.with_priority(Priority.HOUSEKEEPING),
+        housekeeping,
         store.lease(
             "reconciler",
             owner=f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
@@ -158,6 +176,13 @@ def _reconciler(
         batch=settings.reconcile_batch,
         rate_per_s=settings.reconcile_rate_per_s,
         renew_every_s=lease_ttl_s / 3,
+        refunds=RefundSettler(
+            RefundBook(store),
+            housekeeping,
+            relay.publish_soon,
+            settle_after_s=settings.reconcile_after_s,
+            batch=settings.reconcile_batch,
+        ),
     )
 
 
@@ -187,19 +212,25 @@ async def _receive_event(request: web.Request) -> web.Response:
     try:
         event = StripeEvent.from_body(payload)
         update = interpret(event)
+        money_back = interpret_money_back(event)
     except MalformedEvent as error:
         EVENTS.labels("unknown", "malformed").inc()
         logger.warning("signed webhook body is not a Stripe event", extra={"error": str(error)})
         return _error(400, f"malformed event: {error}")
     event_label = metric_label(event.type)
-    if update is None:
+    change = update or money_back
+    if change is None:
         EVENTS.labels(event_label, "ignored").inc()
         return web.json_response({"received": True, "result": "ignored"})
-    log = {"rideId": update.ride_id, "eventId": event.id, "eventType": event.type}
+    log = {"rideId": change.ride_id, "eventId": event.id, "eventType": event.type}
     try:
-        applied = await apply_event(
-            app[STORE], app[PROCESSED], update, source=f"webhook:{event.type}"
-        )
+        if money_back is not None:
+            applied = await apply_money_back(app[STORE], app[PROCESSED], money_back)
+        else:
+            assert update is not None
+            applied = await apply_event(
+                app[STORE], app[PROCESSED], update, source=f"webhook:{event.type}"
+            )
     except Exception as error:
         if not is_transient(error):
             raise
@@ -221,7 +252,16 @@ async def _receive_event(request: web.Request) -> web.Response:
         )
     if applied.result is Result.APPLIED and applied.payment is not None:
         app[RELAY].publish_soon(applied.payment)
+        _expire_other_sessions_if_paid_earlier(app, applied)
     return web.json_response({"received": True, "result": applied.result.value})
+
+
+def _expire_other_sessions_if_paid_earlier(app: web.Application, applied: Applied) -> None:
+    """A ride paid on an earlier attempt: its other sessions are expired now (the reconciler
+    does it otherwise)."""
+    links = app.get(LINKS)
+    if links is not None and applied.payment is not None and applied.payment.sessions_to_expire:
+        links.expire_other_sessions_soon(applied.payment)
 
 
 async def _body_within_limit(request: web.Request) -> bytes | None:

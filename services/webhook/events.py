@@ -1,7 +1,9 @@
 """What a Stripe event means for a payment: pure translation, no I/O.
 
-Checkout Session events are matched by session id; PaymentIntent events by the `rideId`
-metadata the consumer set on the PaymentIntent, falling back to the stored PaymentIntent id.
+Checkout Session events are matched by session id; PaymentIntent events by the `rideId` and
+`attempt` metadata set on the PaymentIntent, falling back to the stored PaymentIntent id. The
+selectors find the ride only while the event is about its current attempt; `session_id` and
+`attempt` let the use case place an event about an earlier one.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.model import PaymentStatus
+from shared.store import attempt_selector
 
 SESSION_EVENTS: dict[str, PaymentStatus] = {
     "checkout.session.completed": PaymentStatus.SUCCEEDED,
@@ -24,7 +27,17 @@ PAYMENT_INTENT_EVENTS: dict[str, PaymentStatus] = {
     "payment_intent.payment_failed": PaymentStatus.FAILED,
     "payment_intent.canceled": PaymentStatus.CANCELED,
 }
-HANDLED_TYPES = frozenset(SESSION_EVENTS) | frozenset(PAYMENT_INTENT_EVENTS)
+# Money going back: applied by refund_events.py.
+REFUND_EVENT_TYPES = frozenset(
+    {"charge.refunded", "refund.created", "refund.updated", "refund.failed"}
+)
+DISPUTE_EVENT_TYPES = frozenset({"charge.dispute.created", "charge.dispute.closed"})
+HANDLED_TYPES = (
+    frozenset(SESSION_EVENTS)
+    | frozenset(PAYMENT_INTENT_EVENTS)
+    | REFUND_EVENT_TYPES
+    | DISPUTE_EVENT_TYPES
+)
 OTHER_TYPE_LABEL = "other"
 
 # Stripe's events nest about 6 deep; json.loads recurses once per level.
@@ -94,6 +107,8 @@ class PaymentUpdate:
     selectors: list[dict[str, Any]]
     payment_intent_id: str | None
     ride_id: str | None
+    session_id: str | None = None
+    attempt: int | None = None  # from the metadata; sessions made before attempts carry none
 
 
 def interpret(event: StripeEvent) -> PaymentUpdate | None:
@@ -123,6 +138,8 @@ def _session_update(event: StripeEvent) -> PaymentUpdate | None:
         selectors=selectors,
         payment_intent_id=_string(session.get("payment_intent")),
         ride_id=ride_id,
+        session_id=session_id,
+        attempt=_attempt(session),
     )
 
 
@@ -130,7 +147,10 @@ def _payment_intent_update(event: StripeEvent) -> PaymentUpdate:
     intent = event.resource
     intent_id = _required_string(intent, "id")
     ride_id = _ride_id(intent)
-    selectors: list[dict[str, Any]] = [{"rideId": ride_id}] if ride_id else []
+    attempt = _attempt(intent)
+    selectors: list[dict[str, Any]] = (
+        [{"rideId": ride_id, **attempt_selector(attempt or 1)}] if ride_id else []
+    )
     selectors.append({"paymentIntentId": intent_id})
     return PaymentUpdate(
         event_id=event.id,
@@ -139,12 +159,21 @@ def _payment_intent_update(event: StripeEvent) -> PaymentUpdate:
         selectors=selectors,
         payment_intent_id=intent_id,
         ride_id=ride_id,
+        attempt=attempt,
     )
 
 
 def _ride_id(stripe_object: dict[str, Any]) -> str | None:
     metadata = stripe_object.get("metadata")
     return _string(metadata.get("rideId")) if isinstance(metadata, dict) else None
+
+
+def _attempt(stripe_object: dict[str, Any]) -> int | None:
+    metadata = stripe_object.get("metadata")
+    value = metadata.get("attempt") if isinstance(metadata, dict) else None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 6:
+        return int(value) or None
+    return None
 
 
 def _string(value: object) -> str | None:

@@ -5,8 +5,9 @@ interval, the replica holding the lease takes payments still `pending` or `faile
 change is older than RECONCILE_AFTER_S, the least recently reconciled first (so every one gets
 its turn, whatever the backlog), reads their Checkout Session, and applies what Stripe says
 through the same transition rules and notification path as a webhook. An open session past its
-`expires_at` is expired at Stripe first. The lease is renewed while the run works, and a run
-that finds it lost stops touching payments.
+`expires_at` is expired at Stripe first; so are the other sessions of a ride paid on an earlier
+attempt, when the webhook that saw the payment could not expire them. The lease is renewed
+while the run works, and a run that finds it lost stops touching payments.
 
 It lives in the webhook service because it is the same job seen from the other side (Stripe
 tells us / we ask Stripe): it shares the status-change use case, the outbox and the
@@ -25,11 +26,13 @@ from datetime import timedelta
 
 from prometheus_client import Counter
 
+from services.webhook.checkout_links import expire_other_sessions
 from services.webhook.events import PaymentUpdate
+from services.webhook.refund_reconciliation import RefundSettler
 from services.webhook.status_changes import Result, apply_update
 from shared.model import PaymentStatus
 from shared.store import Lease, Payment, PaymentStore
-from shared.stripe_gateway import CheckoutSession, StripeGateway
+from shared.stripe_gateway import CheckoutSession, PermanentStripeError, StripeGateway
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +43,10 @@ FIXED = Counter(
 EXPIRED_AT_STRIPE = Counter("payments_reconciler_expired_total", "Overdue sessions expired")
 ERRORS = Counter("payments_reconciler_errors_total", "Payments that could not be reconciled")
 LEASES_LOST = Counter("payments_reconciler_leases_lost_total", "Runs stopped by a lost lease")
+UNKNOWN_SESSIONS = Counter(
+    "payments_reconciler_unknown_sessions_total",
+    "Checks of a Checkout Session Stripe does not know (404: keys of another mode or account?)",
+)
 
 
 def stripe_says(session: CheckoutSession) -> PaymentStatus | None:
@@ -55,6 +62,43 @@ def stripe_says(session: CheckoutSession) -> PaymentStatus | None:
     return None
 
 
+class UnknownSessions:
+    """Sessions Stripe answered 404 for, and when to ask again.
+
+    Such a session was made with other keys (test instead of live, another account): asking
+    every run would not make it known, so it is asked about after 1 h, then 2 h, ... up to a
+    day, and logged only the first time. Kept in memory: a restarted replica logs it once more.
+    """
+
+    FIRST_WAIT_S = 3600.0
+    MAX_WAIT_S = 24 * 3600.0
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._next_check: dict[str, tuple[int, float]] = {}  # session id -> (misses, when)
+
+    def due(self, session_id: str) -> bool:
+        known = self._next_check.get(session_id)
+        return known is None or self._clock() >= known[1]
+
+    def missed(self, session_id: str) -> bool:
+        """Note another 404; True the first time, when it deserves a log line."""
+        misses = self._next_check.get(session_id, (0, 0.0))[0] + 1
+        wait = min(self.FIRST_WAIT_S * 2 ** (misses - 1), self.MAX_WAIT_S)
+        self._next_check[session_id] = (misses, self._clock() + wait)
+        return misses == 1
+
+    def found(self, session_id: str) -> None:
+        self._next_check.pop(session_id, None)
+
+
+def is_unknown_session(error: Exception) -> bool:
+    """Stripe answered 404: it has no such session under these keys."""
+    return isinstance(error, PermanentStripeError) and (
+        getattr(error.__cause__, "http_status", None) == 404
+    )
+
+
 def is_overdue(session: CheckoutSession, now: float) -> bool:
     return session.status == "open" and session.expires_at is not None and session.expires_at <= now
 
@@ -65,6 +109,7 @@ class RunReport:
     checked: int = 0
     fixed: list[str] = field(default_factory=list)
     lost_lease: bool = False
+    closed: list[str] = field(default_factory=list)  # rides whose other sessions were expired
 
 
 class Reconciler:
@@ -80,6 +125,7 @@ class Reconciler:
         rate_per_s: float,
         renew_every_s: float,
         clock: Callable[[], float] = time.time,
+        refunds: RefundSettler | None = None,
     ) -> None:
         self._store = store
         self._gateway = gateway
@@ -90,6 +136,8 @@ class Reconciler:
         self._pause_s = 1.0 / rate_per_s
         self._renew_every_s = renew_every_s
         self._clock = clock
+        self._refunds = refunds
+        self._unknown = UnknownSessions(clock)
         self.running = False
 
     async def run(self, interval_s: float) -> None:
@@ -111,6 +159,8 @@ class Reconciler:
         report = RunReport(ran=True)
         try:
             await self._reconcile(report)
+            if not report.lost_lease:
+                await self._expire_other_sessions(report)
         finally:
             await self._lease.release()
         if report.checked:
@@ -134,10 +184,31 @@ class Reconciler:
                     report.lost_lease = True
                     return
                 renewed = time.monotonic()
+            assert payment.stripe_session_id is not None
+            if not self._unknown.due(payment.stripe_session_id):
+                await self._store.mark_reconciled(payment.ride_id)  # to the back of the queue
+                continue
             report.checked += 1
             if await self._reconcile_one(payment):
                 report.fixed.append(payment.ride_id)
             await self._store.mark_reconciled(payment.ride_id)
+            await asyncio.sleep(self._pause_s)
+        if self._refunds is not None:
+            await self._refunds.run_once()
+
+    async def _expire_other_sessions(self, report: RunReport) -> None:
+        """Rides paid on an earlier attempt whose other sessions the webhook could not expire."""
+        for paid in await self._store.with_sessions_to_expire(self._batch):
+            try:
+                await expire_other_sessions(self._store, self._gateway, paid)
+            except Exception as error:
+                ERRORS.inc()
+                logger.warning(
+                    "could not expire a paid ride's other sessions",
+                    extra={"rideId": paid.ride_id, "error": str(error)},
+                )
+                continue
+            report.closed.append(paid.ride_id)
             await asyncio.sleep(self._pause_s)
 
     async def _reconcile_one(self, payment: Payment) -> bool:
@@ -145,6 +216,7 @@ class Reconciler:
         assert payment.stripe_session_id is not None
         try:
             session = await self._gateway.retrieve_checkout_session(payment.stripe_session_id)
+            self._unknown.found(session.id)
             if is_overdue(session, self._clock()):
                 session = await self._gateway.expire_checkout_session(session.id)
                 EXPIRED_AT_STRIPE.inc()
@@ -155,6 +227,9 @@ class Reconciler:
                 self._store, _update(payment, session, target), source="reconciler"
             )
         except Exception as error:
+            if is_unknown_session(error):
+                self._note_unknown(payment, error)
+                return False
             ERRORS.inc()
             logger.warning(
                 "could not reconcile payment",
@@ -171,13 +246,28 @@ class Reconciler:
         self._on_change(applied.payment)
         return True
 
+    def _note_unknown(self, payment: Payment, error: Exception) -> None:
+        assert payment.stripe_session_id is not None
+        UNKNOWN_SESSIONS.inc()
+        log = {"rideId": payment.ride_id, "sessionId": payment.stripe_session_id}
+        if self._unknown.missed(payment.stripe_session_id):
+            logger.warning(
+                "Stripe does not know this payment's session (HTTP 404): made with other keys "
+                "(test instead of live)? Asking again ever more rarely, up to once a day",
+                extra={**log, "error": str(error)},
+            )
+        else:
+            logger.debug("session still unknown to Stripe", extra=log)
+
 
 def _update(payment: Payment, session: CheckoutSession, target: PaymentStatus) -> PaymentUpdate:
     return PaymentUpdate(
         event_id=f"reconcile:{session.id}:{target.value}",
         event_type="reconciliation",
         target=target,
-        selectors=[{"rideId": payment.ride_id}],
+        # The current attempt only: if a new one started meanwhile, this answer is stale.
+        selectors=[{"rideId": payment.ride_id, "stripeSessionId": session.id}],
         payment_intent_id=session.payment_intent_id,
         ride_id=payment.ride_id,
+        attempt=payment.attempt,
     )

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
 
 from devstack import servers
 from shared.bus import NotificationBus
@@ -39,9 +40,10 @@ def start_consumer(
 ) -> Iterator[Callable[..., servers.ChildProcess]]:
     started: list[servers.ChildProcess] = []
 
-    def start(mongo_url: str | None = None) -> servers.ChildProcess:
-        env = service_environment(
-            own_kafka, mongo, redis_server, stripe_simulator, f"test-{unique}"
+    def start(mongo_url: str | None = None, **settings: str) -> servers.ChildProcess:
+        env = (
+            service_environment(own_kafka, mongo, redis_server, stripe_simulator, f"test-{unique}")
+            | settings
         )
         if mongo_url:
             env["MONGODB_URI"] = mongo_url
@@ -63,7 +65,7 @@ async def produce(
     values: list[bytes],
     keys: list[bytes | None] | None = None,
     headers: list[tuple[str, bytes]] | None = None,
-) -> None:
+) -> list[RecordMetadata]:
     producer = AIOKafkaProducer(bootstrap_servers=kafka.url, acks="all", linger_ms=5)
     await producer.start()
     try:
@@ -73,7 +75,7 @@ async def produce(
             )
             for i, value in enumerate(values)
         ]
-        await asyncio.gather(*sent)
+        return await asyncio.gather(*sent)
     finally:
         await producer.stop()
 

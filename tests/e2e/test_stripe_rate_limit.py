@@ -110,6 +110,7 @@ class Burst:
     seconds_to_last_session: float
     during: Limits  # when the last ride had its session
     after: Limits  # once the reconciler had its turn
+    highest_lag: float  # the consumers' payments_consumer_lag, summed over partitions
     samples: list[tuple[float, Limits]] = field(default_factory=list)
 
 
@@ -155,7 +156,8 @@ async def burst(
             await eventually(
                 functools.partial(_ready, consumer), timeout_s=90, what=f"{consumer.name} /readyz"
             )
-        yield await _run_burst(kafka, store, limited_stripe.url)
+        metrics_urls = [f"http://127.0.0.1:{c.port}/metrics" for c in consumers]
+        yield await _run_burst(kafka, store, limited_stripe.url, metrics_urls)
     finally:
         for process in started:
             process.stop()
@@ -169,16 +171,20 @@ async def _ready(process: servers.ChildProcess) -> bool:
     return await http_status(f"http://127.0.0.1:{process.port}/readyz") == 200
 
 
-async def _run_burst(kafka: RunningPart, store: PaymentStore, stripe_url: str) -> Burst:
+async def _run_burst(
+    kafka: RunningPart, store: PaymentStore, stripe_url: str, metrics_urls: list[str]
+) -> Burst:
     prefix = "burst-"
     rides = make_rides(prefix, BURST_RIDES, users=50)
     await limits(stripe_url, global_per_s=LIMIT_PER_S)  # counts from zero
     samples: list[tuple[float, Limits]] = []
+    lags: list[float] = []
     started = time.monotonic()
     await produce(kafka, ride_events(rides))
 
     async def all_attached() -> bool:
         samples.append((time.monotonic() - started, await limits(stripe_url)))
+        lags.append(await metric_sum(metrics_urls, "payments_consumer_lag"))
         return await sessions_attached(store, prefix) == BURST_RIDES
 
     await eventually(all_attached, timeout_s=240, every_s=0.5, what="every ride's session")
@@ -190,7 +196,12 @@ async def _run_burst(kafka: RunningPart, store: PaymentStore, stripe_url: str) -
         return now if now.retrieves >= during.retrieves + 20 else None
 
     after = await eventually(reconciler_had_its_turn, timeout_s=60, what="reconciler calls")
-    return Burst(BURST_RIDES, store, seconds, during, after, samples)
+
+    async def lag_gone() -> bool:
+        return await metric_sum(metrics_urls, "payments_consumer_lag") == 0
+
+    await eventually(lag_gone, timeout_s=30, what="the consumers' lag back to 0")
+    return Burst(BURST_RIDES, store, seconds, during, after, max(lags), samples)
 
 
 async def test_three_consumers_stay_within_the_limit_and_every_ride_gets_its_session(
@@ -208,6 +219,8 @@ async def test_three_consumers_stay_within_the_limit_and_every_ride_gets_its_ses
     # Paced at the limit, not below it: the creates need rides / limit seconds, and no more
     # than a few seconds on top (start-up, the first reservations).
     assert burst.seconds_to_last_session <= burst.rides / LIMIT_PER_S + 15
+    # The queue was visible as lag while it lasted (and went back to 0 after).
+    assert burst.highest_lag >= 100
 
 
 async def test_the_reconciler_waits_while_riders_need_the_budget(burst: Burst) -> None:
@@ -293,15 +306,20 @@ async def test_without_redis_calls_go_on_at_the_local_share_and_nothing_is_lost(
     assert counts.creates == OUTAGE_RIDES  # one session per ride, none lost
 
 
-async def local_share_calls(metrics_urls: list[str]) -> int:
+async def metric_sum(metrics_urls: list[str], name: str) -> float:
+    """The sum of every sample of `name` (all its labels) over the processes."""
     total = 0.0
     async with aiohttp.ClientSession() as http:
         for url in metrics_urls:
             async with http.get(url) as response:
                 for line in (await response.text()).splitlines():
-                    if line.startswith("payments_stripe_budget_local_calls_total "):
-                        total += float(line.split()[1])
-    return int(total)
+                    if line.startswith((f"{name} ", f"{name}{{")):
+                        total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def local_share_calls(metrics_urls: list[str]) -> int:
+    return int(await metric_sum(metrics_urls, "payments_stripe_budget_local_calls_total"))
 
 
 async def _at_least(probe: Callable[[], Awaitable[int]], wanted: int) -> bool:

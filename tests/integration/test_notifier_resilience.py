@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 import redis.asyncio as redis
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 
 from devstack import servers
 from services.notifier.app import DrainPolicy
@@ -27,6 +28,8 @@ from tests.integration.test_notifier import (
     until,
 )
 from tests.integration.test_notifier import session as session
+
+REDIS_CONNECTED = "payments_notifier_redis_connected"
 
 
 @pytest.fixture
@@ -156,3 +159,28 @@ async def test_shutdown_turns_unready_and_closes_every_socket_with_1001(
         await expect_close(socket, aiohttp.WSCloseCode.GOING_AWAY)
     await shutdown
     assert not running.notifier.sockets
+
+
+async def test_metrics_say_whether_the_subscriber_has_redis(
+    own_redis: RunningPart, session: aiohttp.ClientSession
+) -> None:
+    """What the PaymentsNotifierWithoutRedis alert reads: 0 while Redis is away, 1 again after."""
+    running = await start_notifier(notifier_settings(own_redis.url))
+
+    async def redis_connected() -> float | None:
+        async with session.get(running.url("/metrics")) as response:
+            families = text_string_to_metric_families(await response.text())
+        samples = [s for f in families for s in f.samples]
+        return next((s.value for s in samples if s.name == REDIS_CONNECTED), None)
+
+    async def connected_is(value: float) -> bool:
+        return await redis_connected() == value
+
+    try:
+        assert await redis_connected() == 1
+        await asyncio.to_thread(own_redis.process.stop)
+        await eventually(lambda: connected_is(0), timeout_s=15, what="the gauge to say 0")
+        await asyncio.to_thread(own_redis.process.start)
+        await eventually(lambda: connected_is(1), timeout_s=15, what="the gauge to say 1 again")
+    finally:
+        await running.runner.cleanup()

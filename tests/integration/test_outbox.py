@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from shared.bus import NotificationBus, connect_redis
 from shared.model import PaymentStatus
@@ -48,6 +49,12 @@ async def status_events(kafka: RunningPart, ride: str, count: int) -> list[dict[
         lambda rs: sum(r.key == ride.encode() for r in rs) >= count,
     )
     return [json.loads(r.value) for r in records if r.key == ride.encode()]
+
+
+def outbox_backlog() -> float:
+    value = REGISTRY.get_sample_value("payments_outbox_backlog")
+    assert value is not None, "payments_outbox_backlog is not exported"
+    return value
 
 
 @pytest.fixture
@@ -95,6 +102,7 @@ async def test_changes_stored_while_redis_is_down_are_announced_once_when_it_ret
         for ride in rides:
             document = await store.find_document(ride)
             assert document is not None and len(document["outbox"]) == 1, "kept for later"
+        assert outbox_backlog() >= len(rides), "what the PaymentsOutboxNotDraining alert reads"
 
         await asyncio.to_thread(own_redis.process.start)
 
@@ -103,7 +111,8 @@ async def test_changes_stored_while_redis_is_down_are_announced_once_when_it_ret
             return all([await told(bus, f"user-{ride}") for ride in rides])
 
         await eventually(all_told, timeout_s=30, what="every rider told after Redis returned")
-        await relay.scan_once()
+        left = await relay.scan_once()
+        assert outbox_backlog() == left < len(rides)
         for ride in rides:
             assert [m["status"] for m in await told(bus, f"user-{ride}")] == ["succeeded"]
             document = await store.find_document(ride)

@@ -50,7 +50,7 @@ async def test_creates_the_contract_session_once_per_ride(
     # The simulator keeps what the SDK sent; check it is what the contract asks for.
     assert stored["client_reference_id"] == ride
     assert stored["mode"] == "payment"
-    assert stored["metadata"] == {"rideId": ride, "userId": "user-1"}
+    assert stored["metadata"] == {"rideId": ride, "userId": "user-1", "attempt": "1"}
     assert stored["amount_total"] == 2550 and stored["currency"] == "usd"
 
 

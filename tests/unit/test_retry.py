@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from shared.retry import Backoff, until_done
+from shared.retry import Backoff, RetriesStopped, until_done
 
 NO_WAIT = Backoff(first_s=0.0, max_s=0.0)
 
@@ -44,3 +46,30 @@ async def test_other_errors_are_not_retried() -> None:
     with pytest.raises(ValueError):
         await until_done(broken, what="broken", backoff=NO_WAIT)
     assert calls == 1
+
+
+async def test_told_to_stop_it_gives_up_at_once_even_while_waiting_out_a_backoff() -> None:
+    stop = asyncio.Event()
+    calls = 0
+
+    async def down() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            asyncio.get_running_loop().call_soon(stop.set)
+        raise TimeoutError("down")
+
+    with pytest.raises(RetriesStopped):
+        await until_done(down, what="down", backoff=Backoff(first_s=60, max_s=60), stop=stop)
+    assert calls == 2
+
+
+async def test_once_stopped_a_transient_error_is_not_retried() -> None:
+    stop = asyncio.Event()
+    stop.set()
+
+    async def down() -> None:
+        raise TimeoutError("down")
+
+    with pytest.raises(RetriesStopped):
+        await until_done(down, what="down", backoff=NO_WAIT, stop=stop)

@@ -57,9 +57,27 @@ def test_sessions_are_found_by_id_then_by_ride_without_a_session() -> None:
 def test_payment_intents_are_found_by_metadata_then_by_stored_id() -> None:
     update = interpret(event("payment_intent.succeeded", INTENT))
     assert update is not None
-    assert update.selectors == [{"rideId": "ride-1"}, {"paymentIntentId": "pi_1"}]
+    # Without `attempt` in the metadata (sessions made before attempts) it is the first.
+    assert update.selectors == [
+        {"rideId": "ride-1", "attempt": {"$in": [1, None]}},
+        {"paymentIntentId": "pi_1"},
+    ]
     bare = interpret(event("payment_intent.succeeded", {"id": "pi_2"}))
     assert bare is not None and bare.selectors == [{"paymentIntentId": "pi_2"}]
+
+
+def test_an_intent_is_matched_to_its_attempt_by_metadata() -> None:
+    metadata = {"rideId": "ride-1", "attempt": "3"}
+    update = interpret(event("payment_intent.payment_failed", {**INTENT, "metadata": metadata}))
+    assert update is not None and update.attempt == 3
+    assert update.selectors[0] == {"rideId": "ride-1", "attempt": 3}
+
+
+@pytest.mark.parametrize("attempt", ["", "0", "x", "-1", "1" * 7, "²"])
+def test_an_attempt_that_is_not_a_small_number_is_unknown(attempt: str) -> None:
+    metadata = {"rideId": "ride-1", "attempt": attempt}
+    update = interpret(event("checkout.session.expired", {**SESSION, "metadata": metadata}))
+    assert update is not None and update.attempt is None and update.session_id == "cs_1"
 
 
 def test_completed_but_unpaid_is_not_success() -> None:
