@@ -35,8 +35,9 @@ BUDGET_KEY = "payments:stripe-budget"
 # After Redis failed, the local share is used this long before Redis is asked again; short,
 # because processes back on Redis and processes still on their share overlap meanwhile.
 LOCAL_SHARE_FOR_S = 1.0
-# Housekeeping asks again at least this often while riders use the whole budget.
-HOUSEKEEPING_RECHECK_S = 1.0
+# A call refused a turn (housekeeping while riders hold the budget, or any call further
+# ahead than the local share gives out) asks again at least this often.
+ASK_AGAIN_AFTER_S = 1.0
 REDIS_TIMEOUT_S = 0.5
 
 WAITED = Histogram(
@@ -106,9 +107,11 @@ class LocalSchedule:
         return max(0.0, self._next_free - time.monotonic())
 
     def reserve(self, priority: Priority) -> Turn:
+        """Turns are given out at most LOCAL_SHARE_FOR_S ahead: when Redis is back, the ones
+        still to run must not overlap for long with those Redis gives to other processes."""
         now = time.monotonic()
         slot = max(self._next_free, now)
-        if priority is Priority.HOUSEKEEPING and slot > now:
+        if slot > now and (priority is Priority.HOUSEKEEPING or slot > now + LOCAL_SHARE_FOR_S):
             return Turn(False, slot - now)
         self._next_free = slot + self._interval_s
         return Turn(True, slot - now)
@@ -152,7 +155,7 @@ class StripeBudget:
             turn = await self._reserve(priority)
             if turn.taken:
                 break
-            await asyncio.sleep(min(turn.wait_s, HOUSEKEEPING_RECHECK_S) * random.uniform(1, 1.5))
+            await asyncio.sleep(min(turn.wait_s, ASK_AGAIN_AFTER_S) * random.uniform(1, 1.5))
         if turn.wait_s > 0:
             await asyncio.sleep(turn.wait_s)
         WAITED.labels(priority.value).observe(time.monotonic() - started)

@@ -301,8 +301,9 @@ async def test_without_redis_calls_go_on_at_the_local_share_and_nothing_is_lost(
     assert counts.busiest_second <= LIMIT_PER_S + WINDOW_TOLERANCE
     # While processes move onto their local shares and back (each at its own moment, about a
     # second apart), their calls are not in step: against a bucket a tenth of a second deep
-    # some meet a 429 and are sent again later. (Paced by Redis: none, see above.)
-    assert counts.refused < 0.15 * (counts.accepted + counts.refused)
+    # a few meet a 429 and are sent again later (measured: 2 and 7 of about 280). Paced by
+    # Redis: about none, see above.
+    assert counts.refused < 0.05 * (counts.accepted + counts.refused)
     assert counts.creates == OUTAGE_RIDES  # one session per ride, none lost
 
 
