@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     success_redirect_url: str = "http://localhost:3000/success"
     cancel_redirect_url: str = "http://localhost:3000/cancel"
     payment_currency: str = "usd"
+    # The account's rate limit as this system may spend it (all replicas, all services), and
+    # how many processes share it: each takes an equal part when Redis cannot be reached.
+    stripe_max_requests_per_s: float = Field(default=20.0, gt=0)
+    stripe_budget_processes: int = Field(default=4, ge=1)
 
     reconcile_interval_s: float = Field(default=60.0, gt=0)
     reconcile_after_s: float = Field(default=900.0, ge=0)

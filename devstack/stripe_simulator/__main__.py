@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .app import create_app
 from .config import SimulatorConfig
+from .rate_limits import RateLimitSettings
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -78,6 +79,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     _option(
         parser,
+        "--rate-limit",
+        "STRIPE_SIM_RATE_LIMIT",
+        None,
+        "requests per second for the whole account, answered 429 beyond it; unset: no limit",
+        float,
+    )
+    _option(
+        parser,
+        "--endpoint-rate-limit",
+        "STRIPE_SIM_ENDPOINT_RATE_LIMIT",
+        None,
+        "requests per second for each endpoint; unset: no limit",
+        float,
+    )
+    _option(
+        parser,
+        "--rate-limit-burst-s",
+        "STRIPE_SIM_RATE_LIMIT_BURST_S",
+        "0.1",
+        "seconds of unused rate a limit may save up for a burst",
+        float,
+    )
+    _option(
+        parser,
         "--state-file",
         "STRIPE_SIM_STATE_FILE",
         None,
@@ -98,6 +123,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         latency_ms=args.latency_ms,
         webhook_max_attempts=args.webhook_max_attempts,
         webhook_initial_backoff_s=args.webhook_backoff_s,
+        rate_limits=RateLimitSettings(
+            global_per_s=args.rate_limit,
+            endpoint_per_s=args.endpoint_rate_limit,
+            burst_s=args.rate_limit_burst_s,
+        ),
         state_file=args.state_file,
     )
     web.run_app(create_app(config), host=args.host, port=args.port, print=None)

@@ -45,6 +45,7 @@ async def stripe_api(request: web.Request, handler: Handler) -> web.StreamRespon
     request_id = request[REQUEST_ID] = new_id("req_", 14)
     try:
         api_key = _authenticate(request, simulator)
+        simulator.state.rate_limiter.admit(_endpoint(request))
         await _inject_faults(simulator.state)
         request[PARAMS] = await _read_params(request)
         await _slow_ride(simulator.state, request[PARAMS])
@@ -194,6 +195,13 @@ def _authenticate(request: web.Request, simulator: Simulator) -> str:
             replayable=False,
         )
     return key
+
+
+def _endpoint(request: web.Request) -> str:
+    """The route a request matched, such as `POST /checkout/sessions/{id}/expire`."""
+    resource = request.match_info.route.resource
+    path = resource.canonical if resource is not None else request.path
+    return f"{request.method} {path}"
 
 
 def _redact(key: str) -> str:

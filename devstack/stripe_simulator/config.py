@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .rate_limits import RateLimitSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +28,7 @@ class SimulatorConfig:
     webhook_max_backoff_s: float = 5.0
     webhook_timeout_s: float = 10.0
     expiry_sweep_s: float = 1.0
+    rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
     state_file: str | None = None
 
     def __post_init__(self) -> None:

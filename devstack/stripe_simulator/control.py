@@ -10,6 +10,7 @@ from aiohttp import web
 
 from .checkout import Action, SessionNotOpenError
 from .errors import StripeApiError, json_response
+from .rate_limits import RateLimiter, RateLimitSettings
 from .simulator import SIMULATOR
 from .state import Faults, WebhookSettings
 
@@ -24,6 +25,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/_sim/faults", clear_faults)
     app.router.add_get("/_sim/config", show_config)
     app.router.add_post("/_sim/config", set_config)
+    app.router.add_get("/_sim/rate_limits", show_rate_limits)
+    app.router.add_post("/_sim/rate_limits", set_rate_limits)
     app.router.add_post("/_sim/reset", reset)
     app.router.add_get("/_sim/refunds", list_refunds)
     app.router.add_post("/_sim/refunds/settings", set_refund_settings)
@@ -133,6 +136,37 @@ async def set_config(request: web.Request) -> web.Response:
         return _error(400, "webhook_url must be a string or null, webhook_secret a string")
     state.webhook = WebhookSettings.parse(url, secret)
     return json_response(state.webhook.to_json())
+
+
+async def show_rate_limits(request: web.Request) -> web.Response:
+    """The limits, and what they let through and refused since they were set."""
+    return json_response(request.app[SIMULATOR].state.rate_limiter.to_json())
+
+
+async def set_rate_limits(request: web.Request) -> web.Response:
+    """`{"global_per_s": N or null, "endpoint_per_s": N or null, "burst_s": S}`; the counts
+    start again from zero."""
+    body = await _json_body(request)
+    state = request.app[SIMULATOR].state
+    current = state.rate_limiter.settings
+    try:
+        settings = RateLimitSettings(
+            global_per_s=_rate(body.get("global_per_s", current.global_per_s)),
+            endpoint_per_s=_rate(body.get("endpoint_per_s", current.endpoint_per_s)),
+            burst_s=float(body.get("burst_s", current.burst_s)),
+        )
+    except (TypeError, ValueError) as exc:
+        return _error(400, f"invalid rate limits: {exc}")
+    state.rate_limiter = RateLimiter(settings)
+    return json_response(state.rate_limiter.to_json())
+
+
+def _rate(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError("a rate is a number of requests per second, or null")
+    return float(value)
 
 
 async def list_refunds(request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ from typing import Any
 
 from .config import SimulatorConfig
 from .idempotency import IdempotencyCache
+from .rate_limits import RateLimiter
 
 JSONObject = dict[str, Any]
 
@@ -123,6 +124,7 @@ class SimulatorState:
         self.events: list[EventRecord] = []
         self.idempotency = IdempotencyCache(clock)
         self.faults = Faults()
+        self.rate_limiter = RateLimiter(config.rate_limits)
         self.webhook = WebhookSettings.parse(config.webhook_url, config.webhook_secret)
 
     def now(self) -> int:
@@ -142,4 +144,5 @@ class SimulatorState:
         self.events.clear()
         self.idempotency.clear()
         self.faults = Faults()
+        self.rate_limiter = RateLimiter(self.config.rate_limits)
         self.webhook = WebhookSettings.parse(self.config.webhook_url, self.config.webhook_secret)

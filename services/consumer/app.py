@@ -15,6 +15,7 @@ from aiohttp import web
 from mode import Service
 
 from services.consumer.handler import RideEventHandler
+from services.consumer.lag import record_lag
 from services.consumer.offsets import LedgerApp
 from services.consumer.orphans import OrphanSweeper
 from services.consumer.process import CheckoutSettings, PaymentCreator
@@ -26,12 +27,14 @@ from shared.observability import flag_check, health_routes
 from shared.retry import RetriesStopped, until_done
 from shared.settings import Settings
 from shared.store import PaymentStore
+from shared.stripe_budget import StripeBudget
 from shared.stripe_gateway import StripeGateway
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 6066
 GROUP_ID = "payments"
+LAG_EVERY_S = 5.0
 
 
 class ConsumerRuntime(Service):
@@ -50,6 +53,7 @@ class ConsumerRuntime(Service):
         self.kafka_joined = False
         self.store_ready = asyncio.Event()
         self.agent_crashed = False
+        self.record_lag: Callable[[], None] = lambda: None  # set once the Faust app exists
         self._dead_letters = dead_letters
         self._runner: web.AppRunner | None = None
         self.store = PaymentStore.connect(
@@ -58,7 +62,10 @@ class ConsumerRuntime(Service):
         self.bus = NotificationBus(connect_redis(settings.redis_url))
         assert settings.stripe_secret_key is not None
         self.gateway = StripeGateway(
-            settings.stripe_secret_key.get_secret_value(), settings.stripe_api_base
+            settings.stripe_secret_key.get_secret_value(),
+            settings.stripe_api_base,
+            budget=StripeBudget.from_settings(settings),
+            max_in_flight=settings.consumer_concurrency,
         )
         creator = PaymentCreator(
             self.store,
@@ -88,6 +95,7 @@ class ConsumerRuntime(Service):
         await self._start_health_server()
         self.add_future(self._prepare_store())
         self.add_future(self._sweep_orphans())
+        self.add_future(self._export_lag())
 
     async def on_stop(self) -> None:
         if self._runner is not None:
@@ -117,6 +125,14 @@ class ConsumerRuntime(Service):
     async def _prepare_store(self) -> None:
         await until_done(self.store.ensure_indexes, what="creating MongoDB indexes")
         self.store_ready.set()
+
+    async def _export_lag(self) -> None:
+        while True:
+            await asyncio.sleep(LAG_EVERY_S)
+            try:
+                self.record_lag()
+            except Exception as error:  # Faust's consumer between assignments: next time
+                logger.debug("consumer lag not recorded", extra={"error": str(error)})
 
     async def _sweep_orphans(self) -> None:
         await self.store_ready.wait()
@@ -207,6 +223,8 @@ def create_app(settings: Settings) -> tuple[faust.App, ConsumerRuntime]:
         await consume(stream, runtime.handler.handle)
 
     add_refund_agent(app, runtime, consume, settings.consumer_concurrency)
+
+    runtime.record_lag = lambda: record_lag(app, SOURCE_TOPIC)
 
     @app.on_partitions_assigned.connect
     async def _joined(_app: Any, /, *_: Any, signal: Any, **__: Any) -> None:

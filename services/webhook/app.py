@@ -36,6 +36,7 @@ from shared.refunds import RefundBook
 from shared.retry import is_transient
 from shared.settings import Settings
 from shared.store import PaymentStore
+from shared.stripe_budget import Priority, StripeBudget
 from shared.stripe_gateway import StripeGateway
 
 logger = logging.getLogger(__name__)
@@ -141,7 +142,11 @@ def _stripe_gateway(settings: Settings) -> StripeGateway | None:
     if settings.stripe_secret_key is None:
         logger.warning("STRIPE_SECRET_KEY is not set: reconciliation with Stripe is off")
         return None
-    return StripeGateway(settings.stripe_secret_key.get_secret_value(), settings.stripe_api_base)
+    return StripeGateway(
+        settings.stripe_secret_key.get_secret_value(),
+        settings.stripe_api_base,
+        budget=StripeBudget.from_settings(settings),
+    )
 
 
 def _checkout_links(
@@ -157,9 +162,10 @@ def _reconciler(
     settings: Settings, store: PaymentStore, gateway: StripeGateway, relay: OutboxRelay
 ) -> Reconciler:
     lease_ttl_s = max(60.0, settings.reconcile_interval_s * 2)
+    housekeeping = gateway.with_priority(Priority.HOUSEKEEPING)  # after riders' calls
     return Reconciler(
         store,
-        gateway,
+        housekeeping,
         store.lease(
             "reconciler",
             owner=f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
@@ -172,7 +178,7 @@ def _reconciler(
         renew_every_s=lease_ttl_s / 3,
         refunds=RefundSettler(
             RefundBook(store),
-            gateway,
+            housekeeping,
             relay.publish_soon,
             settle_after_s=settings.reconcile_after_s,
             batch=settings.reconcile_batch,

@@ -35,6 +35,7 @@ KUSTOMIZATIONS = {
     "base": K8S / "base",
     "dev": K8S / "overlays" / "dev",
     "prod": K8S / "overlays" / "prod",
+    "prod-keda": K8S / "overlays" / "prod-keda",
 }
 # The contract: process -> its HTTP port (health/metrics for the consumer).
 PORTS = {"consumer": 6066, "webhook": 9090, "notifier": 9091}
@@ -77,6 +78,8 @@ KNOWN_ENV = SECRET_ENV | {
     "RECONCILE_AFTER_S",
     "RECONCILE_BATCH",
     "RECONCILE_RATE_PER_S",
+    "STRIPE_MAX_REQUESTS_PER_S",
+    "STRIPE_BUDGET_PROCESSES",
 }
 # What a real Stripe key or webhook secret looks like (placeholders are shorter or have "_").
 SECRET_LOOKING = re.compile(r"\b(sk|rk)_(live|test)_[A-Za-z0-9]{16,}|\bwhsec_[A-Za-z0-9]{16,}")
@@ -431,6 +434,32 @@ def test_notifier_autoscales_on_cpu_and_connections(overlay: str) -> None:
     assert metrics["Pods"]["pods"]["metric"]["name"] == "payments_notifier_connections"
     # The HPA owns the notifier's replica count.
     assert "replicas" not in deployments(overlay)["notifier"]["spec"]
+
+
+def test_keda_scales_the_consumer_on_its_lag_up_to_the_partitions() -> None:
+    (scaled,) = of_kind("prod-keda", "ScaledObject")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    consumer = deployments("prod-keda")["consumer"]
+    assert scaled["metadata"]["namespace"] == consumer["metadata"]["namespace"]
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": consumer["metadata"]["name"],
+    }
+    partitions = partitions_created_in_compose("payment-events")
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= partitions
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "kafka"
+    (config,) = of_kind("prod-keda", "ConfigMap")
+    lag = trigger["metadata"]
+    assert lag["bootstrapServers"] == config["data"]["KAFKA_BOOTSTRAP_SERVERS"]
+    assert (lag["consumerGroup"], lag["topic"]) == ("payments", "payment-events")
+    assert lag["allowIdleConsumers"] == "false"
+    assert int(lag["lagThreshold"]) > int(lag["activationLagThreshold"]) >= 0
+    # Optional: without the component, nothing depends on KEDA.
+    for overlay in ("base", "dev", "prod"):
+        assert not of_kind(overlay, "ScaledObject")
 
 
 def test_dev_overlay_is_small() -> None:

@@ -63,7 +63,8 @@ async def test_retrieve_and_expire(gateway: StripeGateway, unique: str) -> None:
 async def test_server_errors_are_transient(
     gateway: StripeGateway, stripe_simulator: RunningPart, unique: str
 ) -> None:
-    for status in (500, 429):
+    # (A 429 is retried by the gateway itself: tests/integration/test_stripe_rate_limits.py.)
+    for status in (500, 503):
         await sim(stripe_simulator, "POST", "/_sim/faults", status=status, count=1)
         with pytest.raises(TransientStripeError):
             await gateway.create_checkout_session(checkout(f"ride-{unique}-{status}"))
