@@ -11,14 +11,13 @@ key, so never a second one), attached once, and the link announced.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from datetime import timedelta
 
 from prometheus_client import Counter
 
 from services.consumer.process import PaymentCreator
+from shared.periodic import PeriodicJob
 from shared.store import Lease, Payment, PaymentStore
 
 logger = logging.getLogger(__name__)
@@ -33,7 +32,9 @@ ERRORS = Counter(
 )
 
 
-class OrphanSweeper:
+class OrphanSweeper(PeriodicJob):
+    name = "orphan sweep"
+
     def __init__(
         self,
         store: PaymentStore,
@@ -48,20 +49,6 @@ class OrphanSweeper:
         self._lease = lease
         self._orphan_after = timedelta(seconds=orphan_after_s)
         self._batch = batch
-        self.running = False
-
-    async def run(self, interval_s: float) -> None:
-        """Sweep every interval (with jitter, so replicas do not line up) until cancelled."""
-        self.running = True
-        try:
-            while True:
-                try:
-                    await self.run_once()
-                except Exception as error:
-                    logger.warning("orphan sweep failed", extra={"error": str(error)})
-                await asyncio.sleep(interval_s * random.uniform(0.8, 1.2))
-        finally:
-            self.running = False
 
     async def run_once(self) -> list[str]:
         """The rides finished by this run (none when another replica holds the lease)."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from services.webhook.events import PaymentUpdate
 from services.webhook.refund_reconciliation import RefundSettler
 from services.webhook.status_changes import Result, apply_update
 from shared.model import PaymentStatus
+from shared.periodic import PeriodicJob
 from shared.store import Lease, Payment, PaymentStore
 from shared.stripe_gateway import CheckoutSession, PermanentStripeError, StripeGateway
 
@@ -112,7 +112,9 @@ class RunReport:
     closed: list[str] = field(default_factory=list)  # rides whose other sessions were expired
 
 
-class Reconciler:
+class Reconciler(PeriodicJob):
+    name = "reconciliation"
+
     def __init__(
         self,
         store: PaymentStore,
@@ -138,20 +140,6 @@ class Reconciler:
         self._clock = clock
         self._refunds = refunds
         self._unknown = UnknownSessions(clock)
-        self.running = False
-
-    async def run(self, interval_s: float) -> None:
-        """Reconcile every interval (with jitter, so replicas do not line up) until cancelled."""
-        self.running = True
-        try:
-            while True:
-                try:
-                    await self.run_once()
-                except Exception as error:
-                    logger.warning("reconciliation run failed", extra={"error": str(error)})
-                await asyncio.sleep(interval_s * random.uniform(0.8, 1.2))
-        finally:
-            self.running = False
 
     async def run_once(self) -> RunReport:
         if not await self._lease.acquire():
