@@ -104,19 +104,22 @@ class RideEventHandler:
     async def _dead_letter(
         self, record: IncomingRecord, reason: str, ride_id: str | None
     ) -> Outcome:
-        log = {"rideId": ride_id, "source": record.position, "reason": reason[:MAX_REASON_CHARS]}
-        letter = await self._store(DeadLetter.of(record, reason), log)
-        DEAD_LETTERS.inc()
-        if letter.truncated:
-            TRUNCATED_DEAD_LETTERS.inc()
-        logger.warning(
-            "ride event sent to the dead-letter topic",
-            extra={**log, "truncated": letter.truncated},
-        )
-        return Outcome.DEAD_LETTERED
+        return await dead_letter(self._send_dead_letter, record, reason, ride_id, kind="ride event")
 
-    async def _store(self, letter: DeadLetter, log: Mapping[str, object]) -> DeadLetter:
-        return await store_dead_letter(self._send_dead_letter, letter, log)
+
+async def dead_letter(
+    send: SendDeadLetter, record: IncomingRecord, reason: str, ride_id: str | None, *, kind: str
+) -> Outcome:
+    """Park `record` in its dead-letter topic with the reason: counted, and logged as `kind`."""
+    log = {"rideId": ride_id, "source": record.position, "reason": reason[:MAX_REASON_CHARS]}
+    letter = await store_dead_letter(send, DeadLetter.of(record, reason), log)
+    DEAD_LETTERS.inc()
+    if letter.truncated:
+        TRUNCATED_DEAD_LETTERS.inc()
+    logger.warning(
+        f"{kind} sent to the dead-letter topic", extra={**log, "truncated": letter.truncated}
+    )
+    return Outcome.DEAD_LETTERED
 
 
 async def store_dead_letter(

@@ -8,14 +8,9 @@ import logging
 
 from prometheus_client import Counter
 
-from services.consumer.handler import (
-    DEAD_LETTERS,
-    TRUNCATED_DEAD_LETTERS,
-    SendDeadLetter,
-    store_dead_letter,
-)
+from services.consumer.handler import SendDeadLetter, dead_letter
 from services.consumer.process import Outcome
-from services.consumer.records import MAX_REASON_CHARS, DeadLetter, IncomingRecord
+from services.consumer.records import IncomingRecord
 from services.consumer.refunds import RefundIssuer
 from shared.model import InvalidRideEvent
 from shared.refund_model import RefundRefused, RefundRequest, parse_refund_request
@@ -81,13 +76,6 @@ class RefundRequestHandler:
     async def _dead_letter(
         self, record: IncomingRecord, reason: str, ride_id: str | None
     ) -> Outcome:
-        log = {"rideId": ride_id, "source": record.position, "reason": reason[:MAX_REASON_CHARS]}
-        letter = await store_dead_letter(self._send_dead_letter, DeadLetter.of(record, reason), log)
-        DEAD_LETTERS.inc()
-        if letter.truncated:
-            TRUNCATED_DEAD_LETTERS.inc()
-        logger.warning(
-            "refund request sent to the dead-letter topic",
-            extra={**log, "truncated": letter.truncated},
+        return await dead_letter(
+            self._send_dead_letter, record, reason, ride_id, kind="refund request"
         )
-        return Outcome.DEAD_LETTERED
