@@ -91,6 +91,14 @@ async def open_payment(store: PaymentStore, gateway: StripeGateway, ride: str) -
     return session.id
 
 
+async def paid_without_webhook(
+    store: PaymentStore, gateway: StripeGateway, simulator: str, rides: list[str]
+) -> None:
+    """Open payments for `rides` and pay them at Stripe, their webhooks lost."""
+    for ride in rides:
+        await act_without_webhook(simulator, await open_payment(store, gateway, ride), "pay")
+
+
 async def act_without_webhook(simulator: str, session_id: str, action: str) -> None:
     async with aiohttp.ClientSession() as http:
         url = f"{simulator}/_sim/sessions/{session_id}/{action}"
@@ -191,8 +199,7 @@ async def test_two_reconcilers_at_once_reconcile_each_payment_once(
     unique: str,
 ) -> None:
     rides = [f"pair-{unique}-{i}" for i in range(20)]
-    for ride in rides:
-        await act_without_webhook(simulator, await open_payment(store, gateway, ride), "pay")
+    await paid_without_webhook(store, gateway, simulator, rides)
     first, second = make_reconciler("first"), make_reconciler("second")
     reports = await asyncio.gather(first.run_once(), second.run_once())
     assert sorted(report.ran for report in reports) == [False, True]
@@ -229,8 +236,7 @@ async def test_a_run_stops_touching_payments_once_its_lease_is_lost(
     unique: str,
 ) -> None:
     rides = [f"stolen-{unique}-{i}" for i in range(20)]
-    for ride in rides:
-        await act_without_webhook(simulator, await open_payment(store, gateway, ride), "pay")
+    await paid_without_webhook(store, gateway, simulator, rides)
     run = asyncio.create_task(make_reconciler(rate_per_s=10, renew_every_s=0).run_once())
 
     async def one_settled() -> bool:
@@ -262,8 +268,7 @@ async def test_a_long_run_renews_its_lease_so_no_other_replica_starts(
 ) -> None:
     """A 1 s lease and a run of about 2 s: the other replica never gets in."""
     rides = [f"renewed-{unique}-{i}" for i in range(20)]
-    for ride in rides:
-        await act_without_webhook(simulator, await open_payment(store, gateway, ride), "pay")
+    await paid_without_webhook(store, gateway, simulator, rides)
     first = asyncio.create_task(
         make_reconciler("first", ttl_s=1, rate_per_s=10, renew_every_s=0.3).run_once()
     )
