@@ -36,16 +36,21 @@ class GroupCommit(Generic[Item, Result]):
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         if len(self._writers) < self._max_in_flight:
-            writer = asyncio.create_task(self._write_waiting(), name=WRITER_TASK)
-            self._writers.add(writer)
-            writer.add_done_callback(self._writers.discard)
+            self._writers.add(asyncio.create_task(self._write_waiting(), name=WRITER_TASK))
         return await future
 
     async def _write_waiting(self) -> None:
-        while self._waiting:
-            batch = self._waiting[: self._max_batch]
-            del self._waiting[: self._max_batch]
-            await self._write_batch(batch)
+        try:
+            while self._waiting:
+                batch = self._waiting[: self._max_batch]
+                del self._waiting[: self._max_batch]
+                await self._write_batch(batch)
+        finally:
+            # Leave at once: the callers of the last batch resume before this task is done,
+            # and a call they make then must start a writer of its own, not wait for this one.
+            writer = asyncio.current_task()
+            assert writer is not None
+            self._writers.discard(writer)
 
     async def _write_batch(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:

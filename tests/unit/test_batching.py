@@ -107,3 +107,16 @@ async def test_callers_are_cancelled_with_the_writer() -> None:
     writer.cancel()
     with pytest.raises(asyncio.CancelledError):
         await caller
+
+
+async def test_a_call_made_as_the_last_writer_leaves_is_written() -> None:
+    """A batch's caller resumes before its writer's task is done; what it submits then must not
+    wait for a writer that has already left (as the relay does, an event after another)."""
+    recorder = Recorder()
+    recorder.release.set()
+    commit = GroupCommit(recorder.write, max_in_flight=1)
+
+    async def one_after_another(items: list[int]) -> list[int]:
+        return [await commit.submit(item) for item in items]
+
+    assert await asyncio.wait_for(one_after_another([1, 2, 3]), timeout=1) == [10, 20, 30]
