@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
 from shared.announcements import announce_status
@@ -55,6 +54,7 @@ class OutboxRelay:
         clear_every_s: float = 0.2,
         grace_s: float = 5.0,
         batch: int = 100,
+        attempt_timeout_s: float = 15.0,
     ) -> None:
         self._store = store
         self._bus = bus
@@ -63,6 +63,7 @@ class OutboxRelay:
         self._clear_every_s = clear_every_s
         self._grace = timedelta(seconds=grace_s)
         self._batch = batch
+        self._attempt_timeout_s = attempt_timeout_s
         self._producer: AIOKafkaProducer | None = None
         self._producer_lock = asyncio.Lock()
         self._immediate: set[asyncio.Task[None]] = set()
@@ -110,12 +111,12 @@ class OutboxRelay:
 
     async def scan_once(self) -> int:
         """Relay every outbox entry older than the grace period; returns how many were found.
-        A payment that cannot be relayed now is left for the next scan, the others go on."""
+        The payments are relayed side by side: one that cannot be relayed now (its attempt is
+        bounded) is left for the next scan and holds up none of the others."""
         payments = await self._store.with_outbox(self._batch, quiet_for=self._grace)
         found = sum(len(payment.outbox) for payment in payments)
         BACKLOG.set(found)
-        for payment in payments:
-            await self._relay_quietly(payment)
+        await asyncio.gather(*(self._relay_quietly(payment) for payment in payments))
         await self.clear_sent()
         return found
 
@@ -132,7 +133,8 @@ class OutboxRelay:
 
     async def _relay_quietly(self, payment: Payment) -> None:
         try:
-            await self._relay(payment.ride_id, payment.outbox)
+            async with asyncio.timeout(self._attempt_timeout_s):
+                await self._relay(payment.ride_id, payment.outbox)
         except Exception as error:  # the outbox keeps it; the scan relays it later
             logger.warning(
                 "status change not relayed yet; the outbox keeps it",
@@ -171,7 +173,7 @@ class OutboxRelay:
                 )
                 try:
                     await producer.start()
-                except KafkaError:
+                except BaseException:  # failed, or its attempt ran out of time
                     await producer.stop()
                     raise
                 self._producer = producer

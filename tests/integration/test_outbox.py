@@ -122,6 +122,41 @@ async def test_changes_stored_while_redis_is_down_are_announced_once_when_it_ret
         await bus.close()
 
 
+@pytest.fixture
+async def silent_broker() -> AsyncIterator[str]:
+    """An address that accepts connections and never answers, as a hung broker does."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    for writer in held:
+        writer.close()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_a_hung_broker_holds_up_no_rider_and_no_scan_for_long(
+    store: PaymentStore, bus: NotificationBus, silent_broker: str, unique: str
+) -> None:
+    relay = OutboxRelay(store, bus, silent_broker, grace_s=0, attempt_timeout_s=1)
+    rides = [f"hung-{unique}-{i}" for i in range(5)]
+    try:
+        for ride in rides:
+            await stored_change(store, ride, PaymentStatus.SUCCEEDED)
+        async with asyncio.timeout(5):  # a Kafka request alone waits 40 s before failing
+            assert await relay.scan_once() == len(rides)
+        for ride in rides:
+            assert [m["status"] for m in await told(bus, f"user-{ride}")] == ["succeeded"]
+            document = await store.find_document(ride)
+            assert document is not None and len(document["outbox"]) == 1, "kept for Kafka"
+    finally:
+        async with asyncio.timeout(10):
+            await relay.close()
+
+
 async def test_status_events_carry_the_version_of_their_change(
     store: PaymentStore, relay: OutboxRelay, kafka: RunningPart, unique: str
 ) -> None:
