@@ -73,7 +73,11 @@ class ChildProcess:
             cwd=self.cwd,
             start_new_session=True,
         )
-        self.wait_listening(timeout_s)
+        try:
+            self.wait_listening(timeout_s)
+        except BaseException:  # not left running unseen
+            self.kill()
+            raise
 
     def wait_listening(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

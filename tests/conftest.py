@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +32,36 @@ def _started(part: servers.ChildProcess) -> servers.ChildProcess:
     return part
 
 
+# Where every server and process of the session writes its log, and when each test started:
+# a failing test's report ends with the logs written while it ran (CI shows nothing else).
+LOGS_DIR = pytest.StashKey[Path]()
+STARTED_AT = pytest.StashKey[float]()
+LOG_LINES_IN_REPORT = 20
+
+
 @pytest.fixture(scope="session")
-def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("logs")
+def logs_dir(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Path:
+    path = pytestconfig.stash[LOGS_DIR] = tmp_path_factory.mktemp("logs")
+    return path
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[STARTED_AT] = time.time()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    logs = item.config.stash.get(LOGS_DIR, None)
+    if report.failed and logs is not None:
+        started_at = item.stash.get(STARTED_AT, 0.0)
+        for log in sorted(logs.glob("*.log")):
+            if log.stat().st_mtime >= started_at:
+                lines = log.read_text(errors="replace").splitlines()[-LOG_LINES_IN_REPORT:]
+                report.sections.append((f"{log.name}, its last lines", "\n".join(lines)))
+    return report
 
 
 @pytest.fixture(scope="session")

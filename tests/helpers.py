@@ -55,6 +55,16 @@ async def http_status(url: str) -> int:
         return 0
 
 
+class NotEnoughRecords(AssertionError):
+    """`read_topic` gave up; `records` are those it read."""
+
+    def __init__(
+        self, topic: str, records: list[ConsumerRecord[bytes, bytes]], timeout_s: float
+    ) -> None:
+        super().__init__(f"{topic}: not enough in {timeout_s} s ({len(records)} records read)")
+        self.records = records
+
+
 async def read_topic(
     bootstrap: str,
     topic: str,
@@ -74,6 +84,8 @@ async def read_topic(
             while not enough(records):
                 batch = await consumer.getmany(timeout_ms=500)
                 records += [record for part in batch.values() for record in part]
+    except TimeoutError:
+        raise NotEnoughRecords(topic, records, timeout_s) from None
     finally:
         await consumer.stop()
     for record in records:

@@ -20,7 +20,7 @@ from shared.store import PaymentStore
 from tests.conftest import RunningPart
 from tests.e2e.conftest import service_environment
 from tests.e2e.test_status_events import deliver
-from tests.helpers import eventually, http_status, read_topic
+from tests.helpers import NotEnoughRecords, eventually, http_status, read_topic
 from tests.integration.test_notifier_resilience import own_redis as own_redis
 from tests.integration.test_webhook import intent_event, session_event
 
@@ -57,6 +57,14 @@ async def seed(store: PaymentStore, user: str, rides: list[str]) -> None:
     for ride in rides:
         reserved = await store.reserve(ride, user, 1800, "usd")
         await store.attach_session(reserved, f"cs_{ride}", f"https://pay/{ride}")
+
+
+async def stored_state(store: PaymentStore, ride: str) -> dict[str, Any] | None:
+    """What a failure report needs of a payment: its status, version and outbox."""
+    document = await store.find_document(ride)
+    if document is None:
+        return None
+    return {key: document.get(key) for key in ("status", "version", "outbox", "updatedAt")}
 
 
 def completed(ride: str) -> bytes:
@@ -226,7 +234,15 @@ async def test_two_replicas_relaying_leave_the_highest_version_on_the_final_stat
         state = latest(records)
         return len(state) == len(rides) and all(e["status"] == "succeeded" for e in state.values())
 
-    records = await read_topic(kafka.url, STATUS_EVENTS_TOPIC, settled, timeout_s=90)
+    try:
+        records = await read_topic(kafka.url, STATUS_EVENTS_TOPIC, settled, timeout_s=90)
+    except NotEnoughRecords as error:
+        heard = {ride: (e["status"], e["version"]) for ride, e in latest(error.records).items()}
+        unsettled = [ride for ride in rides if heard.get(ride, ("",))[0] != "succeeded"]
+        stored = {ride: await stored_state(store, ride) for ride in unsettled}
+        raise AssertionError(
+            f"{error}; highest version heard per ride: {heard}; in MongoDB: {stored}"
+        ) from None
     for ride, event in latest(records).items():
         document = await store.find_document(ride)
         assert document is not None and event["version"] == document["version"]
