@@ -163,11 +163,15 @@ def utcnow() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+# What a record holds for the service's own work, never shown (contracts/openapi.yaml).
+INTERNAL_FIELDS = frozenset({"_id", "outbox", "sessionsToExpire", "reconciledAt"})
+
+
 def public_view(document: Document) -> Document:
-    """The record as the HTTP API shows it: JSON-friendly, without internals (`_id`, outbox).
+    """The record as the HTTP API shows it: JSON-friendly, without internals.
     What a document gains only with its first refund shows its empty value, as the contract
     has every record carry it."""
-    view = {key: value for key, value in document.items() if key not in ("_id", "outbox")}
+    view = {key: value for key, value in document.items() if key not in INTERNAL_FIELDS}
     return {"history": [], "amountRefunded": 0, "refunds": [], **_json_friendly(view)}
 
 
