@@ -75,8 +75,9 @@ class ChildProcess:
         )
         try:
             self.wait_listening(timeout_s)
-        except BaseException:  # not left running unseen
-            self.kill()
+        except BaseException:
+            if self.running:  # it never listened: not left running unseen
+                self.kill()
             raise
 
     def wait_listening(self, timeout_s: float) -> None:
