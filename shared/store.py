@@ -164,7 +164,7 @@ def utcnow() -> datetime:
 
 
 # What a record holds for the service's own work, never shown (contracts/openapi.yaml).
-INTERNAL_FIELDS = frozenset({"_id", "outbox", "sessionsToExpire", "reconciledAt"})
+INTERNAL_FIELDS = frozenset({"_id", "outbox", "sessionsToExpire", "reconciledAt", "sweptAt"})
 
 
 def public_view(document: Document) -> Document:
@@ -662,7 +662,9 @@ class PaymentStore:
         return await self.clock() - span
 
     async def reserved_without_session(self, changed_before: datetime, limit: int) -> list[Payment]:
-        """Payments still `pending` without a Checkout Session, last changed before the cutoff."""
+        """Payments still `pending` without a Checkout Session, last changed before the cutoff;
+        the least recently swept first, so that those the sweep could not finish (Stripe
+        refused them) take their turn behind the others instead of every turn."""
         cursor = self._payments.find(
             {
                 "status": PaymentStatus.PENDING.value,
@@ -670,9 +672,13 @@ class PaymentStore:
                 "stripeSessionId": None,
             },
             limit=limit,
-            sort=[("updatedAt", ASCENDING)],
+            sort=[("sweptAt", ASCENDING), ("updatedAt", ASCENDING)],
         )
         return [Payment.from_document(document) async for document in cursor]
+
+    async def mark_swept(self, ride_id: str) -> None:
+        """Note that the safety net tried this payment now (bookkeeping, not a change)."""
+        await self._payments.update_one({"rideId": ride_id}, {"$currentDate": {"sweptAt": True}})
 
     def lease(self, name: str, owner: str, ttl_s: float) -> Lease:
         return Lease(self._client, self.sibling("leases"), name, owner, ttl_s)

@@ -6,7 +6,8 @@ what slips through anyway (a bug, offsets reset by an operator, a broker losing 
 Every ORPHAN_CHECK_INTERVAL_S the replica holding the lease takes the payments still
 `pending` without a session whose last change is older than ORPHAN_AFTER_S, by MongoDB's
 clock, and finishes each through the consumer's own use case: the session (same idempotency
-key, so never a second one), attached once, and the link announced.
+key, so never a second one), attached once, and the link announced. One it cannot finish (Stripe
+refused it for good, say) goes to the back of the line, so it never keeps the others waiting.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class OrphanSweeper(PeriodicJob):
             logger.warning(
                 "could not finish an orphaned payment", extra={**log, "error": str(error)}
             )
+            await self._to_the_back(payment)
             return False
         FINISHED.inc()
         logger.warning(
@@ -77,3 +79,14 @@ class OrphanSweeper(PeriodicJob):
             extra={**log, "outcome": outcome.value},
         )
         return True
+
+    async def _to_the_back(self, payment: Payment) -> None:
+        """The next runs take the others first (a MongoDB that cannot take this note is likely
+        why the payment failed: it keeps its place, nothing is lost)."""
+        try:
+            await self._store.mark_swept(payment.ride_id)
+        except Exception as error:
+            logger.warning(
+                "could not note the orphaned payment's turn",
+                extra={"rideId": payment.ride_id, "error": str(error)},
+            )

@@ -31,15 +31,19 @@ def creator(store: PaymentStore, gateway: StripeGateway, bus: NotificationBus) -
     return PaymentCreator(store, gateway, bus, CheckoutSettings("usd", "https://ok", "https://no"))
 
 
-def sweeper(store: PaymentStore, creator: PaymentCreator, owner: str) -> OrphanSweeper:
+def sweeper(
+    store: PaymentStore, creator: PaymentCreator, owner: str, batch: int = 100
+) -> OrphanSweeper:
     lease = store.lease("orphan-sweeper", owner, ttl_s=60)
-    return OrphanSweeper(store, creator, lease, orphan_after_s=ORPHAN_AFTER_S)
+    return OrphanSweeper(store, creator, lease, orphan_after_s=ORPHAN_AFTER_S, batch=batch)
 
 
-async def reserved_long_ago(store: PaymentStore, ride_id: str, user_id: str) -> None:
+async def reserved_long_ago(
+    store: PaymentStore, ride_id: str, user_id: str, currency: str = "usd", minutes: int = 1
+) -> None:
     """A payment reserved (no session yet) longer ago than the threshold."""
-    await store.reserve(ride_id, user_id, 1250, "usd")
-    long_ago = utcnow() - timedelta(seconds=ORPHAN_AFTER_S + 60)
+    await store.reserve(ride_id, user_id, 1250, currency)
+    long_ago = utcnow() - timedelta(seconds=ORPHAN_AFTER_S + 60 * minutes)
     await store._payments.update_one({"rideId": ride_id}, {"$set": {"updatedAt": long_ago}})
 
 
@@ -85,3 +89,20 @@ async def test_one_replica_at_a_time(
     assert await sweeper(store, creator, "one").run_once() == []
     await holder.release()
     assert await sweeper(store, creator, "one").run_once() == [f"orphan-{unique}"]
+
+
+async def test_payments_stripe_refuses_take_their_turn_behind_the_others(
+    store: PaymentStore, creator: PaymentCreator, unique: str
+) -> None:
+    refused = [f"refused-{unique}-{i}" for i in range(3)]
+    for i, ride in enumerate(refused):  # older than the finishable one, which comes last
+        await reserved_long_ago(store, ride, f"user-{unique}", currency="x1y", minutes=10 - i)
+    finishable = f"finishable-{unique}"
+    await reserved_long_ago(store, finishable, f"user-{unique}")
+    sweep = sweeper(store, creator, "one", batch=2)
+
+    assert await sweep.run_once() == [], "Stripe refuses the two oldest: an invalid currency"
+    assert await sweep.run_once() == [finishable], "the third refused one and then the rest"
+    for ride in refused:
+        payment = await store.find({"rideId": ride})
+        assert payment is not None and payment.stripe_session_id is None
