@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from shared import messages
@@ -17,6 +18,15 @@ from shared.messages import Message
 from tests.contracts import check_socket_message, check_topic_record
 
 T = TypeVar("T")
+
+
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    """`app` on a free port of 127.0.0.1, in this process: its runner (to clean up) and URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}"
 
 
 async def eventually(

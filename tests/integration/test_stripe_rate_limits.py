@@ -10,7 +10,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from devstack import servers
 from devstack.stripe_simulator import SimulatorConfig, create_app
@@ -22,16 +21,9 @@ from shared.stripe_gateway import (
     StripeRateLimited,
 )
 from tests.conftest import TEST_STRIPE_KEY, RunningPart
+from tests.helpers import serve
 
 GatewayFactory = Callable[..., StripeGateway]
-
-
-async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    return runner, f"http://{host}:{port}"
 
 
 @pytest.fixture
@@ -40,7 +32,7 @@ async def limited_stripe() -> AsyncIterator[str]:
     config = SimulatorConfig(
         api_key=TEST_STRIPE_KEY, rate_limits=RateLimitSettings(global_per_s=20)
     )
-    runner, url = await _serve(create_app(config))
+    runner, url = await serve(create_app(config))
     yield url
     await runner.cleanup()
 

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from devstack.stripe_simulator import SimulatorConfig, create_app
 from devstack.stripe_simulator.forms import decode_form
+from tests.helpers import serve
 
 API_KEY = "sk_test_simulator_suite"
 SECRET = "whsec_simulator_suite"
@@ -92,20 +93,12 @@ class Sim:
         return count
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    return runner, f"http://{host}:{port}"
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     endpoint = Receiver()
     app = web.Application()
     app.router.add_post("/webhook", endpoint.handle)
-    runner, url = await _serve(app)
+    runner, url = await serve(app)
     endpoint.url = url + "/webhook"
     yield endpoint
     await runner.cleanup()
@@ -120,7 +113,7 @@ async def sim(receiver: Receiver) -> AsyncIterator[Sim]:
         webhook_initial_backoff_s=0.05,
         expiry_sweep_s=0.1,
     )
-    runner, url = await _serve(create_app(config))
+    runner, url = await serve(create_app(config))
     async with aiohttp.ClientSession() as http:
         yield Sim(url, http)
     await runner.cleanup()
