@@ -27,11 +27,10 @@ import psutil  # type: ignore[import-untyped]
 
 from bench import harness
 from bench.collector_settings import EXAMPLES, collector_setting
-from bench.webhook_throughput import webhook_env
+from bench.webhook_throughput import PATH, webhook_env
 from devstack import servers
 
 WEBHOOK = "webhook"
-PATH = "/payment-service/webhook"
 BODY_LIMIT = 512 * 1024
 POD_LIMIT_MIB = 256
 WARM_POSTS = 8

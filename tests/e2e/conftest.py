@@ -107,9 +107,7 @@ async def system(
     system = System(
         start("consumer"), webhook, notifier, env, stripe_simulator.url, webhook_internal_port
     )
-    await configure_simulator(
-        stripe_simulator.url, system.url(system.webhook, "/payment-service/webhook")
-    )
+    await configure_simulator(stripe_simulator.url, system.url(system.webhook, WEBHOOK_PATH))
     await wait_ready(system, system.webhook, system.notifier, system.consumer)
     yield system
     for process in (system.consumer, system.webhook, system.notifier):

@@ -18,6 +18,7 @@ import aiohttp
 import psutil  # type: ignore[import-untyped]
 
 from devstack import servers
+from services.webhook.app import WEBHOOK_PATH
 from tests.conftest import RunningPart
 from tests.e2e.conftest import service_environment
 
@@ -32,7 +33,6 @@ RSS_BOUND = 64 * MIB  # a fresh interpreter is smaller: 16 MiB of growth starts 
 OVERSIZED_BODY = b"x" * (512 * 1024 + 1024)  # the webhook refuses bodies over 512 KiB
 OVERSIZED_POSTS = 500
 SENDERS = 8
-WEBHOOK_PATH = "/payment-service/webhook"
 
 
 async def test_oversized_posts_leave_the_webhooks_rss_bounded(
