@@ -1,6 +1,6 @@
 """`python -m devstack run | ride | refund | watch | outstanding | dlq | reset`: the local
-stack and the tools to play with it. The tools find the stack `make run` started through
-`<folder>/stack.json`."""
+stack and the tools to play with it, each behind its `make` target (see the README). The tools
+find the stack `make run` started through `<folder>/stack.json`."""
 
 from __future__ import annotations
 
@@ -20,9 +20,16 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
-from devstack import addresses, servers
-from devstack.stack import Ports, StackOptions, run
-from shared.model import InvalidRideEvent, parse_ride_event
+from devstack import addresses, dead_letters, refunds, servers
+from devstack.payments_api import PaymentsApi, PaymentsApiError
+from devstack.stack import EVERY_INTERFACE, LOOPBACK, Ports, StackOptions, run
+from shared.model import (
+    InvalidRideEvent,
+    chargeable_amount,
+    identifier_problem,
+    parse_ride_event,
+)
+from shared.settings import ConfigError, load_settings
 
 NOT_REACHABLE = "is `make run` still running? (or pass --folder, or the address as a flag)"
 
@@ -69,6 +76,14 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
             default=getattr(defaults, name),
             help=f"{flag} port (default: %(default)s)",
         )
+    parser.add_argument(
+        "--host",
+        choices=[LOOPBACK, EVERY_INTERFACE],
+        default=LOOPBACK,
+        help="where the services, the rider page and the simulator listen (default: "
+        "%(default)s, this machine only); 0.0.0.0 is every interface, open to your network "
+        "with no credentials asked",
+    )
     parser.set_defaults(handler=_run)
 
 
@@ -80,6 +95,7 @@ async def _run(args: argparse.Namespace) -> None:
         ports=ports,
         real_stripe_key=real_key or None,
         real_webhook_secret=os.environ.get("STRIPE_WEBHOOK_SECRET") if real_key else None,
+        host=args.host,
     )
     try:
         await run(options)
@@ -101,23 +117,33 @@ async def _ride(args: argparse.Namespace) -> None:
     ride_id = args.ride or f"ride-{uuid.uuid4().hex[:8]}"
     event = {"rideId": ride_id, "userId": args.user, "fare": args.fare}
     value = json.dumps(event).encode()
-    warning = dead_letter_warning(value)
+    warning = dead_letter_warning(value, _payment_currency())
     await _publish(bootstrap, "payment-events", value, key=args.user.encode())
     print(json.dumps(event))
     if warning:
         print(warning, file=sys.stderr)
 
 
-def dead_letter_warning(value: bytes) -> str | None:
-    """What the consumer will make of this event, when it is not a payment."""
+def dead_letter_warning(value: bytes, currency: str) -> str | None:
+    """What the consumer will make of this event, when it is not a payment: its own rules,
+    from parsing to Stripe's minimum charge in `currency`."""
     try:
-        parse_ride_event(value)
+        chargeable_amount(parse_ride_event(value).fare, currency)
     except InvalidRideEvent as error:
         return (
             f"devstack: published, but the consumer will dead-letter it: {error.reason}. "
             "The rider gets nothing; see it with `make dlq`."
         )
     return None
+
+
+def _payment_currency() -> str:
+    """The currency the stack's consumer charges in: its settings, read as it reads them
+    (the environment, then Config.toml)."""
+    try:
+        return load_settings().payment_currency
+    except ConfigError:
+        return "usd"  # the stack would not start either; the fare is checked as by default
 
 
 def _add_refund(parser: argparse.ArgumentParser) -> None:
@@ -128,19 +154,46 @@ def _add_refund(parser: argparse.ArgumentParser) -> None:
         "--reason", choices=["requested_by_customer", "duplicate", "fraudulent"], default=None
     )
     parser.add_argument("--kafka", help="bootstrap servers (default: the running stack's)")
+    _add_api(parser)
     _add_folder(parser)
     parser.set_defaults(handler=_refund)
 
 
 async def _refund(args: argparse.Namespace) -> None:
+    """Warn of a refusal before sending; after, wait for what became of the request: exit 1
+    when it was refused."""
     request = {"refundId": args.refund or f"rf-{uuid.uuid4().hex[:8]}", "rideId": args.ride}
     if args.amount:
         request["amount"] = args.amount
     if args.reason:
         request["reason"] = args.reason
+    value = json.dumps(request).encode()
     bootstrap = args.kafka or addresses.read(args.folder).kafka
-    await _publish(bootstrap, "refund-requests", json.dumps(request).encode(), args.ride.encode())
-    print(json.dumps(request))
+    async with aiohttp.ClientSession() as session:
+        api = PaymentsApi(session, _api_url(args), args.token)
+        warning = await _refusal_warning(api, value)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
+        await _publish(bootstrap, "refund-requests", value, args.ride.encode())
+        print(json.dumps(request), flush=True)
+        result = await refunds.outcome(api, bootstrap, request, value)
+    if result.refused:
+        raise SystemExit(result.line)
+    print(result.line)
+
+
+async def _refusal_warning(api: PaymentsApi, value: bytes) -> str | None:
+    """A line on what the consumer will refuse, or on why that could not be checked."""
+    try:
+        reason = await refunds.refusal(api, value)
+    except PaymentsApiError as error:
+        return f"devstack: could not check the ride before sending: {error}"
+    if reason is None:
+        return None
+    return (
+        f"devstack: the consumer will refuse this refund: {reason}. "
+        "Sending it all the same, to see where refusals go."
+    )
 
 
 async def _publish(bootstrap: str, topic: str, value: bytes, key: bytes) -> None:
@@ -165,6 +218,7 @@ def _add_watch(parser: argparse.ArgumentParser) -> None:
 
 
 async def _watch(args: argparse.Namespace) -> None:
+    _require_rider(args.user, "watch")
     url = args.url or addresses.read(args.folder).notifier
     params = {"userId": args.user, **({"token": args.token} if args.token else {})}
     last_id: str | None = None
@@ -204,21 +258,42 @@ def _parsed(data: str) -> dict[str, object]:
 
 
 def _add_dlq(parser: argparse.ArgumentParser) -> None:
-    _add_folder(parser)
     parser.add_argument(
-        "dlq_args",
-        nargs=argparse.REMAINDER,
-        metavar="list | replay ...",
-        help="the arguments of `python -m services.consumer.dlq` (default: list)",
+        "action", nargs="?", choices=["list", "replay"], default="list", help="(default: list)"
     )
+    parser.add_argument(
+        "--topic",
+        help="rides (payment-events-dlq) or refunds (refund-requests-dlq); default: both",
+    )
+    parser.add_argument(
+        "--ref",
+        action="append",
+        default=[],
+        help="replay: a dead letter's ref as list shows it (refunds:0:3; a plain 0:3 when only"
+        " one topic holds it); repeatable",
+    )
+    parser.add_argument("--all", action="store_true", help="replay: every dead letter")
+    parser.add_argument("--reason", default="", help="replay: only those whose reason has this")
+    _add_folder(parser)
     parser.set_defaults(handler=_dlq)
 
 
-def _dlq(args: argparse.Namespace) -> None:
-    from services.consumer import dlq
-
-    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = addresses.read(args.folder).kafka
-    dlq.main(args.dlq_args or ["list"])
+async def _dlq(args: argparse.Namespace) -> None:
+    topics = dead_letters.topics_named(args.topic)
+    refs = dead_letters.parse_refs(args.ref, topics)
+    if args.action == "replay" and not (refs or args.all):
+        raise SystemExit(
+            "devstack: name the dead letters to replay: REF=P:O as `make dlq` shows it, or REF=all"
+        )
+    bootstrap = addresses.read(args.folder).kafka
+    try:
+        letters = await dead_letters.read(bootstrap, topics)
+        if args.action == "list":
+            dead_letters.print_letters(letters)
+            return
+        await dead_letters.replay(bootstrap, letters, refs, every=args.all, reason=args.reason)
+    except KafkaConnectionError:
+        raise SystemExit(f"devstack: cannot reach Kafka at {bootstrap}; {NOT_REACHABLE}") from None
 
 
 def _add_reset(parser: argparse.ArgumentParser) -> None:
@@ -239,21 +314,34 @@ def _reset(args: argparse.Namespace) -> None:
 
 def _add_outstanding(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", required=True, help="the rider's userId")
-    parser.add_argument("--api", help="the payments API's base URL (default: the running stack's)")
+    _add_api(parser)
     _add_folder(parser)
-    parser.add_argument("--token", help="bearer token, when INTERNAL_API_TOKENS is set")
     parser.set_defaults(handler=_outstanding)
+
+
+def _add_api(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api", help="the payments API's base URL (default: the running stack's)")
+    parser.add_argument("--token", help="bearer token, when INTERNAL_API_TOKENS is set")
+
+
+def _api_url(args: argparse.Namespace) -> str:
+    return args.api or f"{addresses.read(args.folder).webhook_internal}/payment-service"
+
+
+def _require_rider(user: str, target: str) -> None:
+    problem = identifier_problem(user, "userId")
+    if problem is not None:
+        raise SystemExit(f"devstack: {problem}: name the rider, e.g. `make {target} RIDER=u1`")
 
 
 async def _outstanding(args: argparse.Namespace) -> None:
     """One line per unpaid ride, oldest first, then the totals per currency."""
-    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
-    api = args.api or f"{addresses.read(args.folder).webhook_internal}/payment-service"
-    url = f"{api}/users/{args.user}/outstanding"
-    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
-        body = await response.json(content_type=None)
-    if response.status != 200:
-        raise SystemExit(f"payments API answered {response.status}: {body}")
+    _require_rider(args.user, "outstanding")
+    async with aiohttp.ClientSession() as session:
+        try:
+            body = await PaymentsApi(session, _api_url(args), args.token).outstanding(args.user)
+        except PaymentsApiError as error:
+            raise SystemExit(f"devstack: {error}") from None
     for ride in body["rides"]:
         link = ride["paymentUrl"] or "(no payable link: ask for a new one)"
         print(

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from devstack.stack import Stack
 
 READY_TIMEOUT_S = 180.0
-NEXT_COMMANDS = "make ride RIDER=u1 FARE=25.50 | make watch RIDER=u1 | make dlq"
+# The watch first: it shows what the ride that ends next does.
+NEXT_COMMANDS = "make watch RIDER=u1 | make ride RIDER=u1 FARE=25.50 | make dlq"
 
 
 def readiness(url: str) -> str:

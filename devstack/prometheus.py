@@ -10,11 +10,16 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
+import aiohttp
+
 from devstack import servers
 
 RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "alerts.yml"
 SCRAPE_INTERVAL = "5s"
 RETENTION = "7d"
+# Where the Alerts page is: the React UI's (upstream 2.x, 3.x), else the classic UI's (Debian's
+# 2.x package ships only the classic one, and answers 404 to the first).
+ALERTS_PAGES = ("/alerts", "/classic/alerts")
 
 
 def binary() -> str | None:
@@ -53,3 +58,18 @@ def prometheus(
         f"--web.listen-address=127.0.0.1:{port}",
     ]
     return servers.ChildProcess("prometheus", command, port, logs / "prometheus.log")
+
+
+async def alerts_page(base_url: str) -> str:
+    """The Alerts page of the Prometheus listening at `base_url`: the first of ALERTS_PAGES it
+    serves (before it is ready it may answer 503, but never 404 to a page it has), else its
+    home page."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        for path in ALERTS_PAGES:
+            try:
+                async with http.get(base_url + path, allow_redirects=False) as response:
+                    if response.status != 404:
+                        return base_url + path
+            except (aiohttp.ClientError, TimeoutError):
+                break
+    return base_url + "/"

@@ -80,6 +80,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # a library's warning is a JSON line too, not plain stderr
     for noisy in ("aiokafka", "faust", "mode", "pymongo", "aiohttp.access", "httpx", "stripe"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     server_log = logging.getLogger("aiohttp.server")

@@ -64,7 +64,7 @@ def parse_refund_request(raw: bytes) -> RefundRequest:
     return RefundRequest(
         refund_id=_identifier(document, "refundId"),
         ride_id=_identifier(document, "rideId"),
-        amount=None if amount is None else parse_fare(amount),
+        amount=None if amount is None else parse_fare(amount, what="amount"),
         reason=reason,
     )
 
@@ -144,7 +144,7 @@ def amount_to_refund(
         raise RefundRefused("nothing remains to refund: the rest is in pending refunds")
     if requested is None:
         return remaining
-    amount = to_minor_units(requested, currency)
+    amount = to_minor_units(requested, currency, what="amount")
     if amount > remaining:
         raise RefundRefused(
             f"refund of {amount} is over what remains unrefunded: {remaining} "

@@ -29,6 +29,8 @@ def main() -> None:
         redirect_stdouts=False,
         quiet=True,
     )
+    # Faust's terminal spinner writes escape codes into the log even when it is no terminal.
+    worker.spinner = None
     worker.execute_from_commandline()
 
 

@@ -114,19 +114,39 @@ async def replay(
         await producer.stop()
 
 
-def choose(letters: list[IncomingRecord], args: argparse.Namespace) -> list[IncomingRecord]:
-    """The letters named by --ref (all of them, or refuse) or picked by --all and --reason
-    (truncated ones skipped, with a line on stderr each)."""
-    missing = set(args.ref) - {ref(letter) for letter in letters}
+def is_ref(text: str) -> bool:
+    """Whether `text` has the form of a ref: partition:offset, two counts."""
+    partition, colon, offset = text.partition(":")
+    return bool(colon) and _is_count(partition) and _is_count(offset)
+
+
+def check_refs(refs: Sequence[str]) -> None:
+    """Refuse, in one line, a ref that is not of the form P:O."""
+    malformed = [text for text in refs if not is_ref(text)]
+    if malformed:
+        raise SystemExit(
+            f"dlq: {malformed[0]!r} is not a dead letter's ref: expected P:O (a partition and"
+            " an offset, as `list` shows them, e.g. 0:3)"
+        )
+
+
+def choose(
+    letters: list[IncomingRecord], refs: Sequence[str], *, every: bool, reason: str
+) -> list[IncomingRecord]:
+    """The letters named by `refs` (all of them, or refuse) or, with `every`, all of them;
+    either way only those whose reason contains `reason` (truncated ones skipped, with a line
+    on stderr each)."""
+    check_refs(refs)
+    missing = set(refs) - {ref(letter) for letter in letters}
     if missing:
         raise SystemExit(f"dlq: no dead letter at {', '.join(sorted(missing))}")
     chosen = [
         letter
         for letter in letters
-        if (args.all or ref(letter) in args.ref) and args.reason in letter.header(REASON)
+        if (every or ref(letter) in refs) and reason in letter.header(REASON)
     ]
     named_truncated = [
-        ref(letter) for letter in chosen if is_truncated(letter) and ref(letter) in args.ref
+        ref(letter) for letter in chosen if is_truncated(letter) and ref(letter) in refs
     ]
     if named_truncated:
         raise SystemExit(
@@ -140,14 +160,15 @@ def choose(letters: list[IncomingRecord], args: argparse.Namespace) -> list[Inco
 
 
 async def run(args: argparse.Namespace, bootstrap: str) -> None:
+    check_refs(args.ref if args.command == "replay" else [])
     letters = await read_dead_letters(bootstrap, args.topic)
     if args.command == "list":
         for letter in letters:
             print(json.dumps(summary(letter)))
         if not letters:
-            print(f"dlq: {DEAD_LETTER_TOPIC} is empty", file=sys.stderr)
+            print(f"dlq: {args.topic} is empty", file=sys.stderr)
         return
-    chosen = choose(letters, args)
+    chosen = choose(letters, args.ref, every=args.all, reason=args.reason)
     if not chosen:
         raise SystemExit("dlq: nothing to replay; name records with --ref P:O or use --all")
     await replay(bootstrap, chosen, args.topic)

@@ -8,7 +8,7 @@ import logging
 
 from prometheus_client import Counter
 
-from services.consumer.handler import SendDeadLetter, dead_letter
+from services.consumer.handler import SendDeadLetter, dead_letter, named_ride_id
 from services.consumer.process import Outcome
 from services.consumer.records import IncomingRecord
 from services.consumer.refunds import RefundIssuer
@@ -51,6 +51,7 @@ class RefundRequestHandler:
             return await self._refund(request, record)
         except (InvalidRideEvent, RefundRefused) as error:
             reason = error.reason
+            ride_id = ride_id or named_ride_id(record.value or b"")
         except PermanentStripeError as error:
             reason = str(error)
         except Exception as error:

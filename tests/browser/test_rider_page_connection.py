@@ -16,7 +16,7 @@ import jwt
 import pytest
 
 from devstack import servers
-from tests.browser.test_rider_page import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.test_rider_page import CHROMIUM
 from tests.conftest import RunningPart
 from tests.e2e.conftest import System
 from tests.e2e.test_payment_flow import publish_ride
@@ -33,18 +33,6 @@ def page_server(notifier_url: str, logs: Path) -> servers.ChildProcess:
     port = servers.free_port()
     args = ["--port", str(port), "--notifier", notifier_url]
     return servers.python_module("rider-page", "devstack.rider_page", port, logs, {}, args)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 @pytest.fixture

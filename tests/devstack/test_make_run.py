@@ -1,87 +1,23 @@
-"""`make run` as a developer uses it: `python -m devstack run` on free ports in a folder of the
-test's own, and the tools finding it through that folder."""
+"""`make run` as a developer uses it (the `stack` fixture, tests/devstack/conftest.py), and the
+tools finding it through its folder."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import os
 import signal
-import subprocess
 import sys
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil  # type: ignore[import-untyped]
 import pytest
 
-from devstack import servers
-from devstack.stack import Ports
+from devstack import prometheus, servers
+from tests.devstack.conftest import ROOT, RunningStack
 from tests.devstack.test_tools import run_tool
-from tests.helpers import eventually
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class RunningStack:
-    process: subprocess.Popen[str]
-    folder: Path
-    output: Path
-    ports: Ports
-
-    def printed(self) -> str:
-        return self.output.read_text()
-
-
-@pytest.fixture(scope="module")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningStack]:
-    folder = tmp_path_factory.mktemp("devstack")
-    ports = Ports(**{name: servers.free_port() for name in Ports.__dataclass_fields__})
-    flags = [
-        f"--{name.replace('_', '-')}-port={getattr(ports, name)}"
-        for name in Ports.__dataclass_fields__
-    ]
-    output = folder.parent / f"{folder.name}-output.txt"
-    process = start_devstack_run(["--folder", str(folder), *flags], output)
-    running = RunningStack(process, folder, output, ports)
-
-    async def ready() -> bool:
-        assert process.poll() is None, f"devstack run exited: {running.printed()}"
-        return "devstack: ready" in running.printed()
-
-    try:
-        await eventually(ready, timeout_s=240, every_s=0.5, what="the ready line")
-        yield running
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            await asyncio.to_thread(process.wait, 60)
-
-
-# Settings of the developer's own that would change what `make run` does.
-OWN_SETTINGS = (
-    "STRIPE_SECRET_KEY",
-    "STRIPE_WEBHOOK_SECRET",
-    "PAYMENTS_CONFIG",
-    "SUCCESS_REDIRECT_URL",
-    "CANCEL_REDIRECT_URL",
-)
-
-
-def start_devstack_run(args: list[str], output: Path) -> subprocess.Popen[str]:
-    env = {name: value for name, value in os.environ.items() if name not in OWN_SETTINGS}
-    with output.open("w") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "devstack", "run", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=ROOT,
-            env=env,
-        )
+from tests.helpers import http_status
 
 
 async def test_one_ready_line_names_the_rider_page_and_the_next_commands(
@@ -90,11 +26,20 @@ async def test_one_ready_line_names_the_rider_page_and_the_next_commands(
     printed = stack.printed()
     [ready] = [line for line in printed.splitlines() if line.startswith("devstack: ready")]
     assert f"http://127.0.0.1:{stack.ports.rider_page}/" in ready
-    assert "make ride" in ready and "make watch" in ready
+    assert ready.index("make watch") < ready.index("make ride")  # watch, then a ride ends
     assert "not ready" not in printed.split(ready)[0]  # no table of half-started services
     addresses = json.loads((stack.folder / "stack.json").read_text())
     assert addresses["kafka"] == f"127.0.0.1:{stack.ports.kafka}"
     assert addresses["notifier"] == f"ws://127.0.0.1:{stack.ports.notifier}/payment-ws"
+
+
+@pytest.mark.skipif(prometheus.binary() is None, reason="prometheus is not installed")
+async def test_the_prometheus_link_it_prints_opens_the_alerts(stack: RunningStack) -> None:
+    rows = [line for line in stack.printed().splitlines() if line.startswith("prometheus ")]
+    assert rows, stack.printed()
+    [link] = {row.split()[-1] for row in rows}
+    assert link.startswith(f"http://127.0.0.1:{stack.ports.prometheus}/"), link
+    assert link.endswith("/alerts") and await http_status(link) == 200, link
 
 
 async def test_a_second_run_in_the_same_folder_says_one_is_running(stack: RunningStack) -> None:
@@ -135,9 +80,9 @@ async def test_a_ride_abandoned_on_checkout_ends_canceled_and_returns_to_the_rid
 
         async with aiohttp.ClientSession() as http:
             async with http.post(link["paymentUrl"] + "/abandon") as response:
-                page = await response.text()
-        rider_page = f"http://127.0.0.1:{stack.ports.rider_page}/?result=cancel"
-        assert f'href="{rider_page}"' in page
+                rider_page = f"http://127.0.0.1:{stack.ports.rider_page}/?result=cancel"
+                assert [r.status for r in response.history] == [303]
+                assert (str(response.url), response.status) == (rider_page, 200)
 
         update = await next_line(watch)
         assert update["type"] == "payment_status_update"
@@ -145,6 +90,22 @@ async def test_a_ride_abandoned_on_checkout_ends_canceled_and_returns_to_the_rid
     finally:
         watch.terminate()
         await watch.wait()
+
+
+async def test_every_process_it_starts_listens_on_loopback_only(stack: RunningStack) -> None:
+    """On a shared network nobody else reaches the open payments API or the notifier."""
+    children = psutil.Process(stack.process.pid).children(recursive=True)
+    listening: dict[str, set[str]] = {}
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            sockets = child.net_connections(kind="inet")
+            hosts = {s.laddr.ip for s in sockets if s.status == psutil.CONN_LISTEN}
+            listening[f"{child.pid} {' '.join(child.cmdline()[:3])}"] = hosts
+    services = [name for name in listening if "services." in name]
+    assert len(services) == 3 and any("rider_page" in name for name in listening), listening
+    assert all(hosts <= {"127.0.0.1"} for hosts in listening.values()), listening
+    printed = stack.printed()
+    assert "every interface" not in printed
 
 
 async def test_ctrl_c_stops_it_and_then_reset_wipes_the_data(stack: RunningStack) -> None:

@@ -57,6 +57,27 @@ def test_malformed_requests_are_refused_with_a_reason(raw: bytes, reason: str) -
     assert reason in refused.value.reason
 
 
+@pytest.mark.parametrize(
+    ("amount", "reason"),
+    [
+        (b'"abc"', "amount 'abc' is not a decimal number"),
+        (b'"-5"', "amount '-5' must be a finite positive number"),
+        (b"true", "amount must be a decimal string or a number"),
+        (b'"1e9"', "amount '1e9' is over the largest chargeable amount"),
+    ],
+)
+def test_a_bad_amount_is_refused_naming_the_amount(amount: bytes, reason: str) -> None:
+    with pytest.raises(InvalidRideEvent) as refused:
+        parse_refund_request(b'{"refundId": "r", "rideId": "x", "amount": ' + amount + b"}")
+    assert refused.value.reason == reason
+
+
+def test_an_amount_below_the_minor_unit_is_refused_naming_the_amount() -> None:
+    with pytest.raises(InvalidRideEvent) as refused:
+        amount_to_refund(PaymentStatus.SUCCEEDED, 2000, "usd", [], Decimal("0.001"))
+    assert refused.value.reason == "amount 0.001 rounds to zero USD"
+
+
 def test_pending_and_succeeded_refunds_count_against_what_remains() -> None:
     refunds = [
         refund(500, RefundStatus.SUCCEEDED),
