@@ -212,6 +212,7 @@ class Stack:
             "PORT": str(port),
             "PYTHONPATH": str(self.code.tree),
             "PYTHONUNBUFFERED": "1",
+            "PAYMENTS_ENVIRONMENT": "local",  # its notifier asks no token
             **(extra_env or {}),
         }
         log = self.parts.logs / f"{self.code.tree.name}-{role}-{port}.log"

@@ -225,12 +225,12 @@ def python_module(
     env: Mapping[str, str],
     args: list[str] | None = None,
 ) -> ChildProcess:
-    """One of our own processes, run with this interpreter from the project root."""
+    """One of our own processes, run with this interpreter from the project root; local
+    (PAYMENTS_ENVIRONMENT=local: loopback, auth optional) unless `env` says otherwise."""
     root = Path(__file__).resolve().parent.parent
     command = [sys.executable, "-m", module, *(args or [])]
-    return ChildProcess(
-        name, command, port, logs / f"{name}.log", env={"PYTHONUNBUFFERED": "1", **env}, cwd=root
-    )
+    env = {"PYTHONUNBUFFERED": "1", "PAYMENTS_ENVIRONMENT": "local", **env}
+    return ChildProcess(name, command, port, logs / f"{name}.log", env=env, cwd=root)
 
 
 def mongodb_uri(port: int) -> str:

@@ -4,6 +4,9 @@ Data lives under one local folder (`.devstack/` by default) so payments, rider h
 simulator's sessions survive a restart; logs of every process go to `<folder>/logs/`. Ports are
 flags; a busy port is reported before anything starts, and the addresses chosen are left in
 `<folder>/stack.json` for the tools. A process that exits is restarted with backoff.
+
+Everything listens on 127.0.0.1 unless `--host 0.0.0.0` says otherwise: the services run with
+PAYMENTS_ENVIRONMENT=local, so the payments API and the notifier ask no credentials.
 """
 
 from __future__ import annotations
@@ -23,6 +26,13 @@ from devstack.supervisor import Supervisor, Watched
 
 DEV_STRIPE_KEY = "sk_test_devstack"
 DEV_WEBHOOK_SECRET = "whsec_devstack_local"
+LOOPBACK = "127.0.0.1"
+EVERY_INTERFACE = "0.0.0.0"
+EXPOSED_WARNING = (
+    "devstack: warning: listening on every interface (--host 0.0.0.0): anyone on this network "
+    "can read rides and create Checkout sessions through the payments API and the notifier, "
+    "which ask no credentials here"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +55,17 @@ class StackOptions:
     ports: Ports
     real_stripe_key: str | None = None
     real_webhook_secret: str | None = None
+    host: str = LOOPBACK
+    """Where the services, the rider page and the simulator listen (Kafka, MongoDB, Redis
+    and Prometheus stay on loopback)."""
 
     @property
     def uses_simulator(self) -> bool:
         return self.real_stripe_key is None
+
+    @property
+    def exposed(self) -> bool:
+        return self.host != LOOPBACK
 
 
 class Stack:
@@ -57,6 +74,7 @@ class Stack:
         self.logs = options.folder / "logs"
         self.parts: list[servers.ChildProcess] = []
         self.services: list[servers.ChildProcess] = []
+        self.prometheus_page: str | None = None
 
     def service_environment(self) -> dict[str, str]:
         ports = self.options.ports
@@ -67,6 +85,8 @@ class Stack:
             "KAFKA_SESSION_TIMEOUT_S": "6",
             "STRIPE_SECRET_KEY": self.options.real_stripe_key or DEV_STRIPE_KEY,
             "STRIPE_WEBHOOK_SECRET": self.options.real_webhook_secret or DEV_WEBHOOK_SECRET,
+            "PAYMENTS_ENVIRONMENT": "local",
+            "BIND_HOST": self.options.host,
         }
         if self.options.uses_simulator:
             env["STRIPE_API_BASE"] = f"http://127.0.0.1:{ports.stripe}"
@@ -125,7 +145,7 @@ class Stack:
             raise SystemExit(
                 "devstack: already in use: "
                 + ", ".join(busy)
-                + ". Stop what holds them or choose other ports (python -m devstack run --help)."
+                + ". Stop what holds them or choose other ports (`make run ARGS=--help`)."
             )
 
     async def start(self) -> None:
@@ -137,77 +157,57 @@ class Stack:
             servers.redis(ports.redis, folder / "redis", self.logs),
         ]
         if self.options.uses_simulator:
-            webhook = f"http://127.0.0.1:{ports.webhook}/payment-service/webhook"
-            self.parts.append(
-                servers.python_module(
-                    "stripe-simulator",
-                    "devstack.stripe_simulator",
-                    ports.stripe,
-                    self.logs,
-                    env={},
-                    args=[
-                        "--port",
-                        str(ports.stripe),
-                        "--webhook-url",
-                        webhook,
-                        "--webhook-secret",
-                        DEV_WEBHOOK_SECRET,
-                        "--api-key",
-                        DEV_STRIPE_KEY,
-                        "--state-file",
-                        str(folder / "stripe-simulator" / "state.json"),
-                    ],
-                )
-            )
+            self.parts.append(self.stripe_simulator())
         for part in self.parts:
             await asyncio.to_thread(part.start)
         await servers.ensure_topics(f"127.0.0.1:{ports.kafka}")
-        env = self.service_environment()
-        self.services = [
-            servers.python_module(
-                "consumer",
-                "services.consumer",
-                ports.consumer,
-                self.logs,
-                {**env, "PORT": str(ports.consumer)},
-            ),
-            servers.python_module(
-                "webhook",
-                "services.webhook",
-                ports.webhook,
-                self.logs,
-                {
-                    **env,
-                    "PORT": str(ports.webhook),
-                    "INTERNAL_PORT": str(ports.webhook_internal),
-                },
-            ),
-            servers.python_module(
-                "notifier",
-                "services.notifier",
-                ports.notifier,
-                self.logs,
-                {**env, "PORT": str(ports.notifier)},
-            ),
-            servers.python_module(
-                "rider-page",
-                "devstack.rider_page",
-                ports.rider_page,
-                self.logs,
-                env={},
-                args=[
-                    "--port",
-                    str(ports.rider_page),
-                    "--notifier",
-                    f"ws://127.0.0.1:{ports.notifier}/payment-ws",
-                    "--payments-api",
-                    f"http://127.0.0.1:{ports.webhook_internal}/payment-service",
-                ],
-            ),
-        ]
+        self.services = self.service_processes()
         for service in self.services:
             await asyncio.to_thread(service.start, 60.0)
         await self.start_prometheus()
+
+    def stripe_simulator(self) -> servers.ChildProcess:
+        ports = self.options.ports
+        return servers.python_module(
+            "stripe-simulator",
+            "devstack.stripe_simulator",
+            ports.stripe,
+            self.logs,
+            env={},
+            args=[
+                *["--host", self.options.host, "--port", str(ports.stripe)],
+                *["--webhook-url", f"http://127.0.0.1:{ports.webhook}/payment-service/webhook"],
+                *["--webhook-secret", DEV_WEBHOOK_SECRET, "--api-key", DEV_STRIPE_KEY],
+                *["--state-file", str(self.options.folder / "stripe-simulator" / "state.json")],
+            ],
+        )
+
+    def service_processes(self) -> list[servers.ChildProcess]:
+        """The three services and the rider page, not started."""
+        ports, env = self.options.ports, self.service_environment()
+
+        def service(name: str, port: int, **own: str) -> servers.ChildProcess:
+            own_env = {**env, "PORT": str(port), **own}
+            return servers.python_module(name, f"services.{name}", port, self.logs, own_env)
+
+        rider_page = servers.python_module(
+            "rider-page",
+            "devstack.rider_page",
+            ports.rider_page,
+            self.logs,
+            env={},
+            args=[
+                *["--host", self.options.host, "--port", str(ports.rider_page)],
+                *["--notifier", f"ws://127.0.0.1:{ports.notifier}/payment-ws"],
+                *["--payments-api", f"http://127.0.0.1:{ports.webhook_internal}/payment-service"],
+            ],
+        )
+        return [
+            service("consumer", ports.consumer),
+            service("webhook", ports.webhook, INTERNAL_PORT=str(ports.webhook_internal)),
+            service("notifier", ports.notifier),
+            rider_page,
+        ]
 
     async def start_prometheus(self) -> None:
         """Prometheus scraping the services with the alerts loaded, when it is installed."""
@@ -222,6 +222,8 @@ class Stack:
         if part is not None:
             await asyncio.to_thread(part.start)
             self.parts.append(part)
+            base = f"http://127.0.0.1:{ports.prometheus}"
+            self.prometheus_page = await prometheus.alerts_page(base)
 
     def watched(self) -> list[Watched]:
         bootstrap = f"127.0.0.1:{self.options.ports.kafka}"
@@ -267,13 +269,9 @@ class Stack:
             ("mongodb (secantus)", servers.mongodb_uri(ports.mongodb), None),
             ("redis", f"redis://127.0.0.1:{ports.redis}/0", None),
         ]
-        if any(part.name == "prometheus" for part in self.parts):
+        if self.prometheus_page is not None:
             rows.append(
-                (
-                    "prometheus",
-                    f"http://127.0.0.1:{ports.prometheus}/alerts",
-                    f"http://127.0.0.1:{ports.prometheus}/-/ready",
-                )
+                ("prometheus", self.prometheus_page, f"http://127.0.0.1:{ports.prometheus}/-/ready")
             )
         if self.options.uses_simulator:
             rows.append(
@@ -297,6 +295,8 @@ async def run(options: StackOptions) -> None:
     supervising: asyncio.Task[None] | None = None
     try:
         print(f"devstack: starting in {options.folder} ...", flush=True)
+        if options.exposed:
+            print(EXPOSED_WARNING, flush=True)
         started = time.monotonic()
         await stack.start()
         addresses.write(options.folder, stack.addresses())

@@ -11,7 +11,7 @@ import re
 import tempfile
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote_plus
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -38,12 +38,25 @@ ORIGINAL_TOML_KEYS = {
 }
 
 
+Environment = Literal["production", "local"]
+LOOPBACK = "127.0.0.1"
+# HMAC secrets and bearer tokens shorter than this are guessable offline or by brute force.
+MIN_SECRET_BYTES = 32
+ONLY_LOCALLY = "only PAYMENTS_ENVIRONMENT=local (make run, the tests) runs without it"
+
+
 class ConfigError(Exception):
     """A required setting is missing or invalid; the message is one line naming it."""
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    # Production unless said otherwise: a deployment that forgets it gets the strict checks.
+    # Prefixed, so that a cluster-wide ENVIRONMENT=staging neither matches nor breaks it.
+    payments_environment: Environment = "production"
+    # Unset: every interface (a container's port must be reachable), but loopback locally.
+    bind_host: str | None = None
 
     kafka_bootstrap_servers: str = "localhost:9092"
     kafka_session_timeout_s: float = Field(default=10.0, ge=1, le=300)
@@ -95,6 +108,7 @@ class Settings(BaseSettings):
     notifier_register_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     notifier_max_sockets_per_user: int = Field(default=10, ge=1)
     notifier_max_sockets: int = Field(default=15_000, ge=1)
+    notifier_max_token_lifetime_s: float = Field(default=86_400.0, gt=0, le=30 * 86_400)
 
     @field_validator("payment_currency")
     @classmethod
@@ -143,12 +157,61 @@ class Settings(BaseSettings):
     def http_port(self, default: int) -> int:
         return self.port if self.port is not None else default
 
+    @property
+    def is_local(self) -> bool:
+        return self.payments_environment == "local"
+
+    def listen_host(self) -> str | None:
+        """Where the process listens: BIND_HOST, else loopback locally; None is every
+        interface (IPv4 and IPv6)."""
+        if self.bind_host:
+            return self.bind_host
+        return LOOPBACK if self.is_local else None
+
+    def require_api_tokens(self) -> None:
+        """Outside the local stack the payments API asks for tokens, each long enough."""
+        if self.is_local:
+            return
+        tokens = self.api_tokens()
+        if not tokens:
+            raise ConfigError(
+                f"INTERNAL_API_TOKENS is required by the webhook but is empty; {ONLY_LOCALLY}"
+            )
+        for number, token in enumerate(tokens, start=1):
+            size = len(token.encode())
+            if size < MIN_SECRET_BYTES:
+                raise ConfigError(
+                    f"INTERNAL_API_TOKENS: token {number} of {len(tokens)} has {size} bytes; "
+                    f"at least {MIN_SECRET_BYTES} are required (openssl rand -hex 32)"
+                )
+
+    def require_notifier_auth(self) -> None:
+        """Outside the local stack the notifier asks for tokens, checked with a strong key."""
+        if self.is_local:
+            return
+        secret = _secret_text(self.notifier_jwt_secret)
+        if not secret.strip() and not _secret_text(self.notifier_jwt_public_key).strip():
+            raise ConfigError(
+                "NOTIFIER_JWT_SECRET or NOTIFIER_JWT_PUBLIC_KEY is required by the notifier "
+                f"but neither is set; {ONLY_LOCALLY}"
+            )
+        size = len(secret.encode())
+        if secret.strip() and size < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"NOTIFIER_JWT_SECRET has {size} bytes; at least {MIN_SECRET_BYTES} are "
+                "required (openssl rand -hex 32)"
+            )
+
     def require(self, *names: str, by: str) -> None:
         """Raise ConfigError naming the first of `names` that is unset."""
         for name in names:
             value = getattr(self, name)
             if value is None or (isinstance(value, SecretStr) and not value.get_secret_value()):
                 raise ConfigError(f"{name.upper()} is required by the {by} but is not set")
+
+
+def _secret_text(value: SecretStr | None) -> str:
+    return "" if value is None else value.get_secret_value()
 
 
 class OriginalTomlSource(PydanticBaseSettingsSource):

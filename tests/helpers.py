@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -75,6 +76,18 @@ class NotEnoughRecords(AssertionError):
         self.records = records
 
 
+async def metric_sum(metrics_urls: list[str], name: str) -> float:
+    """The sum of every sample of `name` (all its labels) over the processes."""
+    total = 0.0
+    async with aiohttp.ClientSession() as http:
+        for url in metrics_urls:
+            async with http.get(url) as response:
+                for line in (await response.text()).splitlines():
+                    if line.startswith((f"{name} ", f"{name}{{")):
+                        total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 async def read_topic(
     bootstrap: str,
     topic: str,
@@ -108,3 +121,41 @@ def status_update(ride_id: str, status: str, stripe_session_id: str) -> Message:
     return messages.payment_status_update(
         ride_id, status, stripe_session_id, amount=700, currency="usd"
     )
+
+
+# Our services' processes are named after the service, with or without a suffix (`webhook`,
+# `consumer-<id>`): their logs are `<name>.log` in the tests' logs folder.
+SERVICES = ("consumer", "webhook", "notifier")
+
+
+def service_logs(logs_dir: Path) -> list[Path]:
+    return sorted(log for log in logs_dir.glob("*.log") if log.stem.split("-")[0] in SERVICES)
+
+
+def not_json_objects(lines: Iterable[str]) -> list[str]:
+    """The non-empty lines that are not one JSON object each."""
+    bad = []
+    for line in filter(str.strip, lines):
+        try:
+            parsed = json.loads(line)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            bad.append(line)
+    return bad
+
+
+class NewLogLines:
+    """The complete lines a log file got since this reader last read it."""
+
+    def __init__(self) -> None:
+        self._read: dict[Path, int] = {}
+
+    def __call__(self, log: Path) -> list[str]:
+        start = self._read.get(log, 0)
+        with log.open("rb") as file:
+            file.seek(start)
+            data = file.read()
+        complete = data[: data.rfind(b"\n") + 1]  # a line being written waits for next time
+        self._read[log] = start + len(complete)
+        return complete.decode(errors="replace").splitlines()

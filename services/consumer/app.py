@@ -14,7 +14,8 @@ import faust
 from aiohttp import web
 from mode import Service
 
-from services.consumer.handler import RideEventHandler
+from services.consumer.fetched_records import guard_the_fetcher
+from services.consumer.handler import RideEventHandler, named_ride_id
 from services.consumer.lag import record_lag
 from services.consumer.offsets import LedgerApp
 from services.consumer.orphans import OrphanSweeper
@@ -23,6 +24,7 @@ from services.consumer.records import DEAD_LETTER_TOPIC, SOURCE_TOPIC, DeadLette
 from services.consumer.refund_agent import add_refund_agent
 from services.consumer.shutdown import Shutdown, WorkAbandoned
 from shared.bus import NotificationBus, connect_redis
+from shared.http_serving import IDLE_TIMEOUT_S, start_site
 from shared.observability import flag_check, health_routes
 from shared.retry import RetriesStopped, until_done
 from shared.settings import Settings
@@ -35,6 +37,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_PORT = 6066
 GROUP_ID = "payments"
 LAG_EVERY_S = 5.0
+HEALTH_MOST_CONNECTIONS = 100  # probes and Prometheus
 
 
 class ConsumerRuntime(Service):
@@ -151,10 +154,15 @@ class ConsumerRuntime(Service):
         }
         web_app = web.Application()
         web_app.add_routes(health_routes(checks))
-        self._runner = web.AppRunner(web_app, access_log=None)
-        await self._runner.setup()
+        self._runner = web.AppRunner(web_app, access_log=None, keepalive_timeout=IDLE_TIMEOUT_S)
         port = self.settings.http_port(DEFAULT_PORT)
-        await web.TCPSite(self._runner, "0.0.0.0", port).start()
+        await start_site(
+            self._runner,
+            port,
+            most_connections=HEALTH_MOST_CONNECTIONS,
+            name="consumer",
+            host=self.settings.listen_host(),
+        )
         logger.info("health server listening", extra={"port": port})
 
 
@@ -171,6 +179,7 @@ class ConsumerApp(LedgerApp):
 
 
 def create_app(settings: Settings) -> tuple[faust.App, ConsumerRuntime]:
+    guard_the_fetcher()
     shutdown = Shutdown(settings.shutdown_grace_s)
     app = ConsumerApp(
         shutdown,
@@ -203,7 +212,11 @@ def create_app(settings: Settings) -> tuple[faust.App, ConsumerRuntime]:
         except (WorkAbandoned, RetriesStopped) as reason:
             logger.warning(
                 "record left to the partition's next owner",
-                extra={"source": record.position, "reason": str(reason)},
+                extra={
+                    "rideId": named_ride_id(record.value or b""),
+                    "source": record.position,
+                    "reason": str(reason),
+                },
             )
             return
         progress.done(event.message.offset)

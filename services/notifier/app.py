@@ -77,9 +77,9 @@ class Notifier:
                 "NOTIFIER_JWT_SECRET and NOTIFIER_JWT_PUBLIC_KEY are not set: any client may "
                 "register as any user (acceptable in development only)"
             )
-        client = connect_redis(self._redis_url)
-        bus = NotificationBus(client)
-        subscriber = UserSubscriber(client, self._deliver, self._resubscribed)
+        bus = NotificationBus(connect_redis(self._redis_url))
+        subscriptions = connect_redis(self._redis_url, retry=False)
+        subscriber = UserSubscriber(subscriptions, self._deliver, self._resubscribed)
         self._parts = (bus, subscriber, Hub(subscriber))
         metrics.REDIS_CONNECTED.set_function(lambda: float(subscriber.connected.is_set()))
         self._listener = asyncio.create_task(subscriber.run(), name="redis-subscriber")
@@ -87,6 +87,7 @@ class Notifier:
         self._listener.cancel()
         await asyncio.gather(self._listener, return_exceptions=True)
         await bus.close()
+        await subscriptions.aclose()
 
     async def _deliver(self, user_id: str, stored: StoredMessage) -> None:
         await self.hub.deliver(user_id, stored)

@@ -2,12 +2,15 @@
 
 HS256 tokens are checked with NOTIFIER_JWT_SECRET, RS256 or ES256 tokens with the PEM public
 key in NOTIFIER_JWT_PUBLIC_KEY (the key's type decides which). Each algorithm is tied to its
-own key, so a token cannot pick a public key as its HMAC secret.
+own key, so a token cannot pick a public key as its HMAC secret. A token may live at most
+NOTIFIER_MAX_TOKEN_LIFETIME_S, from its `iat` (or from now, without one) to its `exp`.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -36,6 +39,8 @@ class TokenGrant:
 class TokenVerifier:
     keys: dict[str, VerifyingKey]
     """Algorithm name to the key that verifies it."""
+    max_lifetime_s: float
+    """The longest a token may live (NOTIFIER_MAX_TOKEN_LIFETIME_S)."""
 
     def refusal(self, token: object, user_id: str) -> str | None:
         """Why `token` does not let its bearer register as `user_id`; None when it does."""
@@ -67,7 +72,22 @@ class TokenVerifier:
             return f"the token is invalid: {error}"
         if claims["sub"] != user_id:
             return "the token was not issued for this userId"
-        return TokenGrant(expires_at=float(min(int(claims["exp"]), LATEST_EXPIRY)))
+        expires_at = min(int(claims["exp"]), LATEST_EXPIRY)
+        if expires_at - _issued_at(claims) > self.max_lifetime_s:
+            return (
+                "the token lives longer than NOTIFIER_MAX_TOKEN_LIFETIME_S "
+                f"({self.max_lifetime_s:g} s)"
+            )
+        return TokenGrant(expires_at=float(expires_at))
+
+
+def _issued_at(claims: dict[str, Any]) -> float:
+    """The token's `iat` (PyJWT has checked that it is a number and not in the future), else
+    now."""
+    try:
+        return float(claims.get("iat", time.time()))
+    except (TypeError, ValueError, OverflowError):
+        return time.time()
 
 
 def verifier_from_settings(settings: Settings) -> TokenVerifier | None:
@@ -78,13 +98,13 @@ def verifier_from_settings(settings: Settings) -> TokenVerifier | None:
     keys: dict[str, VerifyingKey] = {}
     if settings.notifier_jwt_secret is not None:
         secret = settings.notifier_jwt_secret.get_secret_value()
-        if secret:
+        if secret.strip():  # blank is unset, as the start-up check has it
             keys["HS256"] = secret
     if settings.notifier_jwt_public_key is not None:
         pem = settings.notifier_jwt_public_key.get_secret_value()
         if pem.strip():
             keys.update(_public_key_algorithms(pem))
-    return TokenVerifier(keys) if keys else None
+    return TokenVerifier(keys, settings.notifier_max_token_lifetime_s) if keys else None
 
 
 def _public_key_algorithms(pem: str) -> dict[str, VerifyingKey]:

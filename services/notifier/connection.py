@@ -11,6 +11,9 @@ task that exists only while something is pending (an idle socket keeps neither),
 that cannot keep up is closed (it resumes with `lastId`) instead of being buffered without
 end. Each socket remembers the last message id it was sent and never sends an id that is not
 after it: replayed and live messages can overlap, but no message arrives twice.
+
+A socket registered without a token (auth off: the local stack only) lives no longer than a
+token could (NOTIFIER_MAX_TOKEN_LIFETIME_S); it is then closed with 1001, to reconnect at once.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ CLOSE_TIMEOUT_S = 5.0
 FLUSH_TIMEOUT_S = 2.0
 HISTORY_ATTEMPTS = 3
 TOKEN_EXPIRED_TEXT = "token expired; reconnect with a new token"
+LIFETIME_TEXT = "this socket reached its longest lifetime; reconnect"
 # Redis could not be reached: the subscriber's reconnection replays again. Any other failure
 # to replay is the socket's own (its history or its state) and closes only that socket.
 REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -56,6 +60,8 @@ class SocketPolicy:
     max_sockets_per_user: int = 10
     max_sockets: int = 15_000
     """Sockets in this process, registered or not."""
+    max_lifetime_s: float = 86_400.0
+    """How long a socket registered without a token stays open."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SocketPolicy:
@@ -63,6 +69,7 @@ class SocketPolicy:
             registration_timeout_s=settings.notifier_register_timeout_s,
             max_sockets_per_user=settings.notifier_max_sockets_per_user,
             max_sockets=settings.notifier_max_sockets,
+            max_lifetime_s=settings.notifier_max_token_lifetime_s,
         )
 
 
@@ -195,6 +202,10 @@ class Connection:
             why = "no registration received in time"
             self.refuse(why, WSCloseCode.POLICY_VIOLATION, "registration_timeout")
 
+    def _lifetime_reached(self) -> None:
+        if not self.closing:
+            self.refuse(LIFETIME_TEXT, WSCloseCode.GOING_AWAY, "lifetime")
+
     def _token_expired(self) -> None:
         if self.closing:
             return
@@ -250,9 +261,10 @@ class Connection:
         await self.catch_up()
 
     def _expire_with(self, grant: TokenGrant | None) -> None:
-        """Registered: no more deadline, but the token's expiry when there is one."""
+        """Registered: no more deadline, but the token's expiry, or without a token the
+        longest lifetime a token could have."""
         if grant is None:
-            self._cancel_timer()
+            self._set_timer(self._policy.max_lifetime_s, self._lifetime_reached)
         else:
             self._set_timer(grant.expires_at - time.time(), self._token_expired)
 

@@ -2,7 +2,8 @@
 
 A frame is at most the socket's size limit (aiohttp closes bigger ones with 1009). Within it,
 nesting is bounded before parsing, since the JSON parser recurses once per level and a frame
-of brackets would otherwise raise RecursionError; numbers longer than Python reads are
+of brackets would otherwise raise RecursionError; the check takes time in proportion to the
+frame whatever its shape (shared/json_nesting.py). Numbers longer than Python reads are
 refused by the parser as invalid JSON.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import json
 from typing import Any
+
+from shared.json_nesting import nested_deeper_than
 
 MAX_DEPTH = 16
 """The contract's messages are flat objects; anything nested deeper is not one of them."""
@@ -21,7 +24,7 @@ class FrameProblem(ValueError):
 
 def parse_frame(text: str) -> dict[str, Any]:
     """The JSON object a client sent; raises FrameProblem saying what is wrong."""
-    if _nested_deeper_than(text, MAX_DEPTH):
+    if nested_deeper_than(text, MAX_DEPTH):
         raise FrameProblem(f"message is nested too deeply (at most {MAX_DEPTH} levels)")
     try:
         payload = json.loads(text)
@@ -30,28 +33,3 @@ def parse_frame(text: str) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise FrameProblem("message must be a JSON object")
     return payload
-
-
-def _nested_deeper_than(text: str, limit: int) -> bool:
-    # Counting openers is fast and settles every ordinary message without a scan.
-    if text.count("{") + text.count("[") <= limit:
-        return False
-    depth = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif char in "]}":
-            depth -= 1
-    return False

@@ -9,7 +9,14 @@ import sys
 
 from aiohttp import web
 
-from services.webhook.app import DEFAULT_PORT, create_app, create_internal_app
+from services.webhook.app import (
+    DEFAULT_PORT,
+    INTERNAL_MOST_CONNECTIONS,
+    PUBLIC_MOST_CONNECTIONS,
+    create_app,
+    create_internal_app,
+)
+from shared.http_serving import IDLE_TIMEOUT_S, start_site
 from shared.observability import configure_logging
 from shared.runtime import prepare_process
 from shared.settings import ConfigError, Settings, load_settings
@@ -22,6 +29,7 @@ def main() -> None:
     try:
         settings = load_settings()
         settings.require("stripe_webhook_secret", by="webhook")
+        settings.require_api_tokens()
     except ConfigError as error:
         sys.exit(f"webhook: {error}")
     configure_logging("webhook", settings.log_level)
@@ -34,23 +42,35 @@ async def serve(settings: Settings) -> None:
     stops taking deliveries, lets those in flight finish and closes the adapters."""
     public = create_app(settings)
     serving = [
-        (public, settings.http_port(DEFAULT_PORT)),
-        (create_internal_app(public, settings.api_tokens()), settings.internal_port),
+        (public, settings.http_port(DEFAULT_PORT), PUBLIC_MOST_CONNECTIONS, "webhook"),
+        (
+            create_internal_app(public, settings.api_tokens()),
+            settings.internal_port,
+            INTERNAL_MOST_CONNECTIONS,
+            "webhook-internal",
+        ),
     ]
     runners: list[web.AppRunner] = []
     try:
-        for app, port in serving:  # the public app first: it starts the adapters
+        # The public app first: it starts the adapters.
+        for app, port, most_connections, name in serving:
             runner = web.AppRunner(
                 app,
                 access_log=None,
                 shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+                keepalive_timeout=IDLE_TIMEOUT_S,
                 # A body left unread (refused as too large) is not read on and discarded for
                 # aiohttp's default 10 s: its connection closes once the answer is sent.
                 lingering_time=0,
             )
             runners.append(runner)
-            await runner.setup()
-            await web.TCPSite(runner, port=port).start()
+            await start_site(
+                runner,
+                port,
+                most_connections=most_connections,
+                name=name,
+                host=settings.listen_host(),
+            )
         await _signalled(signal.SIGTERM, signal.SIGINT)
     finally:
         for runner in reversed(runners):

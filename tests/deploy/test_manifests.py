@@ -388,8 +388,14 @@ def test_each_process_gets_the_secrets_it_needs(overlay: str) -> None:
         for key in keys:
             assert env[key]["valueFrom"]["secretKeyRef"].get("optional", False) is False
     notifier_env = env_map(only_container(deps["notifier"]))
+    # Both keys must be in the Secret (one may be empty): a Secret without them does not
+    # deploy a notifier that asks no token; the notifier refuses to start with neither set.
     for key in ("NOTIFIER_JWT_SECRET", "NOTIFIER_JWT_PUBLIC_KEY"):
-        assert notifier_env[key]["valueFrom"]["secretKeyRef"]["optional"] is True
+        assert notifier_env[key]["valueFrom"]["secretKeyRef"].get("optional", False) is False
+    for name, dep in deps.items():
+        for env in only_container(dep).get("env", []):
+            reference = env.get("valueFrom", {}).get("secretKeyRef", {})
+            assert reference.get("optional", False) is False, (name, env["name"])
     # Least privilege: the notifier calls no Stripe API and reads no payment; only the webhook
     # verifies events.
     assert "STRIPE_SECRET_KEY" not in notifier_env
@@ -619,9 +625,7 @@ def test_lock_file_pins_exactly_the_runtime_closure() -> None:
         assert name in pins, f"{req.name} missing from requirements.lock"
         assert req.specifier.contains(pins[name], prereleases=True), (req, pins[name])
     groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]
-    dev_only = {
-        canonicalize_name(Requirement(d).name) for group in groups.values() for d in group
-    }
+    dev_only = {canonicalize_name(Requirement(d).name) for group in groups.values() for d in group}
     assert not dev_only & set(pins), f"dev packages in the image lock: {dev_only & set(pins)}"
     # faust-streaming 0.15.3 requires click < 8.4
     major, minor = (int(x) for x in pins["click"].split(".")[:2])
@@ -748,7 +752,8 @@ def test_compose_commits_no_secrets() -> None:
     text = compose_text()
     assert not SECRET_LOOKING.search(text)
     services = compose()["services"]
-    for service, key in (("consumer", "STRIPE_SECRET_KEY"), ("webhook", "STRIPE_WEBHOOK_SECRET")):
+    required = [("consumer", "STRIPE_SECRET_KEY"), ("webhook", "STRIPE_WEBHOOK_SECRET")]
+    for service, key in [*required, ("webhook", "INTERNAL_API_TOKENS")]:
         value = services[service]["environment"][key]
         assert re.fullmatch(rf"\$\{{{key}:\?[^}}]+\}}", value), value
     example = (ROOT / ".env.example").read_text()
@@ -758,3 +763,24 @@ def test_compose_commits_no_secrets() -> None:
     interpolated = set(re.findall(r"\$\{([A-Z_]+)", text))
     assert interpolated <= example_keys, interpolated - example_keys
     assert not re.search(r"sk_live_", example)
+
+
+def test_who_may_produce_refund_requests_is_said_with_the_acls_that_enforce_it() -> None:
+    """A refund request carries no owner: whoever may write `refund-requests` may refund any
+    ride, so the docs name the one producer and give the Kafka ACLs that keep the rest out."""
+    spec = yaml.safe_load((ROOT / "contracts" / "asyncapi.yaml").read_text())
+    said = spec["channels"]["refundRequests"]["description"]
+    assert "only the platform's refund producer" in said and "ACL" in said, said
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    section = deploy[deploy.index("## Who may write to the topics") :].split("\n## ")[0]
+    assert "allow.everyone.if.no.acl.found=false" in section  # no ACL: closed, not open
+    blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
+    commands = " ".join(" ".join(blocks).replace("\\\n", " ").split())
+    for needed in (
+        "--allow-principal User:refund-producer --operation Write --topic refund-requests",
+        "--allow-principal User:payments --operation Read --topic refund-requests",
+        "--group payments",
+        "--list --topic refund-requests",
+    ):
+        assert needed in commands, needed
+    assert "--deny-principal" not in commands, "a deny wins over every allow, the producer's too"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from devstack import servers
 from services.webhook.app import WEBHOOK_PATH
 from tests.conftest import TEST_STRIPE_KEY, TEST_WEBHOOK_SECRET, RunningPart
 from tests.contracts import check_http_answer
-from tests.helpers import eventually, http_status
+from tests.helpers import NewLogLines, eventually, http_status, not_json_objects, service_logs
 
 
 @dataclass
@@ -57,6 +57,22 @@ def service_environment(
         "KAFKA_SESSION_TIMEOUT_S": "4",
         "LOG_LEVEL": "INFO",
     }
+
+
+def webhook_process(
+    kafka: RunningPart,
+    mongo: RunningPart,
+    redis_server: RunningPart,
+    stripe: RunningPart,
+    logs_dir: Path,
+    name: str,
+    **settings: str,
+) -> servers.ChildProcess:
+    """A webhook process, not started yet, on free ports and a database of its own (`name`)."""
+    port, internal_port = servers.free_port(), servers.free_port()
+    env = service_environment(kafka, mongo, redis_server, stripe, name)
+    env |= {"PORT": str(port), "INTERNAL_PORT": str(internal_port), **settings}
+    return servers.python_module(name, "services.webhook", port, logs_dir, env)
 
 
 async def wait_ready(system: System, *processes: servers.ChildProcess) -> None:
@@ -119,6 +135,33 @@ async def configure_simulator(stripe_url: str, webhook_url: str) -> None:
         config = {"webhook_url": webhook_url, "webhook_secret": TEST_WEBHOOK_SECRET}
         async with session.post(f"{stripe_url}/_sim/config", json=config) as response:
             assert response.status == 200, await response.text()
+
+
+_NEW_LOG_LINES = NewLogLines()
+
+
+def assert_service_logs_are_json(logs_dir: Path) -> None:
+    """Every line our services' processes wrote since the last look is one JSON object, so
+    that a log pipeline parses every line (tests/helpers.py says which logs are theirs)."""
+    bad = {log.name: not_json_objects(_NEW_LOG_LINES(log)) for log in service_logs(logs_dir)}
+    shown = {name: [line[:300] for line in lines[:5]] for name, lines in bad.items() if lines}
+    assert not shown, f"log lines that are not one JSON object: {shown}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def service_logs_of_the_module_are_json(logs_dir: Path) -> Iterator[None]:
+    """Set up before the module's processes start and torn down after they stop."""
+    for log in service_logs(logs_dir):
+        _NEW_LOG_LINES(log)  # written outside the e2e tests: not judged here
+    yield
+    assert_service_logs_are_json(logs_dir)
+
+
+@pytest.fixture(autouse=True)
+def service_logs_are_json(logs_dir: Path) -> Iterator[None]:
+    """After each test, so that a line is blamed on the test during which it was written."""
+    yield
+    assert_service_logs_are_json(logs_dir)
 
 
 # (event id, attempt) of the webhook answers already held to the contract in this session.

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil  # type: ignore[import-untyped]
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from devstack import servers
@@ -26,7 +27,7 @@ from tests.e2e.test_consumer import (
     ride_events,
 )
 from tests.e2e.test_consumer import start_consumer as start_consumer  # a fixture
-from tests.helpers import eventually, http_status, read_topic
+from tests.helpers import eventually, http_status, metric_sum, read_topic
 
 DEEP = b'{"rideId":"deep","userId":"u","fare":"1","x":' + b"[" * 5000 + b"]" * 5000 + b"}"
 LONG_NUMBER = b'{"rideId":"long","userId":"u","fare":' + b"1" * 5000 + b"}"
@@ -261,3 +262,133 @@ async def _failed_checks(url: str) -> dict[str, Any] | None:
 
 async def _exited(process: servers.ChildProcess) -> bool:
     return not process.running
+
+
+# A producer that writes a header name Kafka's protocol forbids (names are UTF-8 strings):
+# aiokafka's Python record builder encodes names with str.encode, so a str that encodes to
+# invalid UTF-8 gets through; brokers store it as it is.
+UNREADABLE_HEADER_PRODUCER = """
+import asyncio, sys
+from aiokafka import AIOKafkaProducer
+
+class UnreadableName(str):
+    def encode(self, *args, **kwargs):
+        return b"\\xc3\\x28"
+
+async def main():
+    producer = AIOKafkaProducer(bootstrap_servers=sys.argv[1], acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            sys.argv[2], sys.stdin.buffer.read(), key=sys.argv[3].encode(),
+            headers=[(UnreadableName("x"), b"kept"), ("trace", b"abc")],
+        )
+    finally:
+        await producer.stop()
+
+asyncio.run(main())
+"""
+UNREADABLE_NAME_ESCAPED = "\\xc3("
+
+
+async def produce_with_an_unreadable_header_name(
+    kafka: RunningPart, topic: str, value: bytes, key: str
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        UNREADABLE_HEADER_PRODUCER,
+        kafka.url,
+        topic,
+        key,
+        env={**os.environ, "AIOKAFKA_NO_EXTENSIONS": "1"},
+        stdin=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await process.communicate(value)
+    assert process.returncode == 0, err.decode()
+
+
+async def test_a_header_name_that_is_not_utf8_stops_neither_agent(
+    start_consumer: Callable[..., servers.ChildProcess],
+    own_kafka: RunningPart,
+    store: PaymentStore,
+    unique: str,
+) -> None:
+    """Before: aiokafka's fetcher crashed on such a record, and the worker with it, on every
+    restart; one on refund-requests stopped ride payments too."""
+    rides = make_rides(f"header-{unique}-", 4, users=1)
+    first, *others = ride_events(rides)
+    consumer = start_consumer()
+    await produce_with_an_unreadable_header_name(own_kafka, "refund-requests", b"{}", key="u")
+    await produce_with_an_unreadable_header_name(own_kafka, "payment-events", first, key="u")
+    await produce_large(own_kafka, [(event, []) for event in others], key=b"u")
+
+    await eventually(
+        lambda: all_pending_with_session(store, rides),
+        timeout_s=120,
+        every_s=0.5,
+        what="every ride handled, the one with the unreadable header name too",
+    )
+    [letter] = await read_topic(
+        own_kafka.url, "refund-requests-dlq", lambda records: len(records) >= 1
+    )
+    assert consumer.running, consumer.tail()
+    headers = headers_of(letter)
+    assert headers[UNREADABLE_NAME_ESCAPED] == ["kept"] and headers["trace"] == ["abc"]
+    assert headers["dlq.source.topic"] == ["refund-requests"]
+    metrics = [f"http://127.0.0.1:{consumer.port}/metrics"]
+    assert await metric_sum(metrics, "payments_consumer_unreadable_header_names_total") == 2
+
+
+async def test_a_compressed_batch_that_expands_without_limit_is_refused_in_bounded_memory(
+    start_consumer: Callable[..., servers.ChildProcess],
+    own_kafka: RunningPart,
+    store: PaymentStore,
+    unique: str,
+) -> None:
+    """Before: 100 KB of gzip on the wire, 100 MB once decompressed, all held at once (250 MB
+    took the consumer from 197 to 738 MiB, over its 512 Mi limit: OOM-killed on every restart)."""
+    rides = make_rides(f"bomb-{unique}-", 3, users=1)
+    consumer = start_consumer()
+    readyz = f"http://127.0.0.1:{consumer.port}/readyz"
+    await eventually(lambda: _answers(readyz, 200), timeout_s=60, what="the consumer ready")
+    assert consumer.process is not None
+    memory = psutil.Process(consumer.process.pid)
+    rss_before = memory.memory_info().rss
+    done = asyncio.Event()
+    peak = asyncio.create_task(peak_rss_while(memory, done))
+
+    bomb = b'{"rideId":"bomb","userId":"u","fare":"1","pad":"' + b"0" * 100_000_000 + b'"}'
+    producer = AIOKafkaProducer(
+        bootstrap_servers=own_kafka.url, compression_type="gzip", max_request_size=2**28
+    )
+    await producer.start()
+    try:
+        await producer.send_and_wait("payment-events", bomb, key=b"u")
+    finally:
+        await producer.stop()
+    del bomb
+    await produce_large(own_kafka, [(event, []) for event in ride_events(rides)], key=b"u")
+    await eventually(
+        lambda: all_pending_with_session(store, rides),
+        timeout_s=120,
+        every_s=0.5,
+        what="the rides behind the refused batch handled",
+    )
+    done.set()
+    growth_mib = (await peak - rss_before) / 2**20
+
+    assert consumer.running, consumer.tail()
+    print(f"consumer RSS: {rss_before / 2**20:.0f} MiB before, grew {growth_mib:.0f} MiB at most")
+    assert growth_mib < 96, f"the consumer grew by {growth_mib:.0f} MiB"
+    metrics = [f"http://127.0.0.1:{consumer.port}/metrics"]
+    assert await metric_sum(metrics, "payments_consumer_refused_batches_total") == 1
+
+
+async def peak_rss_while(process: psutil.Process, done: asyncio.Event) -> int:
+    peak = 0
+    while not done.is_set():
+        peak = max(peak, process.memory_info().rss)
+        await asyncio.sleep(0.02)
+    return peak

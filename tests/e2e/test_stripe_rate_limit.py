@@ -18,7 +18,7 @@ from shared.store import PaymentStore
 from tests.conftest import TEST_STRIPE_KEY, TEST_WEBHOOK_SECRET, RunningPart
 from tests.e2e.conftest import configure_simulator, service_environment
 from tests.e2e.test_consumer import make_rides, produce, ride_events
-from tests.helpers import eventually, http_status
+from tests.helpers import eventually, http_status, metric_sum
 
 LIMIT_PER_S = 20
 # 75 s of creates at the limit (measured 75.4 s, 2 refused of 1,522, busiest second 21).
@@ -307,18 +307,6 @@ async def test_without_redis_calls_go_on_at_the_local_share_and_nothing_is_lost(
     # with the whole suite on 2 cores). A process ignoring the budget would show in the
     # busiest second above; the burst test holds the 429 share of the shared budget under 1 %.
     assert counts.creates == OUTAGE_RIDES  # one session per ride, none lost
-
-
-async def metric_sum(metrics_urls: list[str], name: str) -> float:
-    """The sum of every sample of `name` (all its labels) over the processes."""
-    total = 0.0
-    async with aiohttp.ClientSession() as http:
-        for url in metrics_urls:
-            async with http.get(url) as response:
-                for line in (await response.text()).splitlines():
-                    if line.startswith((f"{name} ", f"{name}{{")):
-                        total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 async def local_share_calls(metrics_urls: list[str]) -> int:

@@ -58,7 +58,27 @@ async def test_versions_keep_status_order_per_ride(bus: NotificationBus, unique:
     assert await bus.publish(user, succeeded, version=4) is None, "the same status twice"
     assert await bus.publish(user, link, version=2) is None, "the link after a newer status"
     types = [stored.message["type"] for stored in await bus.history(user)]
-    assert types == ["payment_url", "payment_url", "payment_status_update"]
+    assert types == ["payment_url", "payment_status_update"], "the repeated link replaced"
+
+
+async def test_repeated_links_never_push_a_status_out_of_the_history(
+    bus: NotificationBus, unique: str
+) -> None:
+    """Before: each repeat of a link was stored, and 300 repeats (300 new-link calls on a
+    payable ride) pushed another ride's `disputed` out of the history kept for resuming."""
+    user = f"user-{unique}"
+    link = messages.payment_url("r1", "https://pay/r1")
+    first = await bus.publish(user, link, version=2)
+    assert await bus.publish(user, status_update("r2", "disputed", "cs_2"), version=5)
+    for _ in range(300):
+        assert await bus.publish(user, link, version=2), "a repeated link is still pushed"
+    new_attempt = messages.payment_url("r1", "https://pay/r1-2")
+    assert await bus.publish(user, new_attempt, version=3)
+
+    resumed = [stored.message for stored in await bus.history(user, after_id=first)]
+    assert resumed == [status_update("r2", "disputed", "cs_2"), new_attempt]
+    everything = [stored.message for stored in await bus.history(user)]
+    assert everything == resumed, "one link per ride: the latest"
 
 
 async def test_concurrent_publishers_never_deliver_older_after_newer(
@@ -169,3 +189,54 @@ async def test_subscriber_makes_changes_missed_while_redis_was_away(
 
 async def _async(value: list[Any]) -> list[Any]:
     return value
+
+
+async def test_a_command_whose_connection_redis_drops_is_sent_again(
+    redis_server: RunningPart, unique: str
+) -> None:
+    """connect_redis's retries work: a command cut by a dropped connection is sent again on a
+    new one (redis.retry.Retry, accepted by the asyncio client too, never retried)."""
+    key = f"retried-{unique}"
+    client, admin = connect_redis(redis_server.url), connect_redis(redis_server.url)
+    waiting = asyncio.ensure_future(client.blpop([key], timeout=4))  # under the socket timeout
+
+    async def blocked_connection(other_than: int | None = None) -> int | None:
+        if waiting.done():
+            waiting.result()  # raises what ended it
+        for connection in await admin.client_list():
+            if connection["cmd"] == "blpop" and int(connection["id"]) != other_than:
+                return int(connection["id"])
+        return None
+
+    try:
+        first = await eventually(blocked_connection, timeout_s=10, what="the BLPOP waiting")
+        await admin.client_kill_filter(_id=str(first))
+        await eventually(
+            lambda: blocked_connection(other_than=first), timeout_s=10, what="the BLPOP again"
+        )
+        await admin.rpush(key, b"arrived")
+        assert await waiting == (key.encode(), b"arrived")
+    finally:
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        await client.aclose()
+        await admin.aclose()
+
+
+async def test_a_note_neither_waits_for_nor_moves_the_rides_status_order(
+    bus: NotificationBus, unique: str
+) -> None:
+    """A duplicate charge given back is told whatever the ride's published version, and
+    changes it not: the ride's next status still goes out, and stays its latest status."""
+    user = f"user-{unique}"
+    note = messages.duplicate_charge_refunded(
+        "r1", amount=1500, currency="usd", payment_intent_id="pi_2"
+    )
+    assert await bus.publish(user, status_update("r1", "succeeded", "cs_1"), version=4)
+    assert await bus.publish(user, note, version=3), "older than the status: told all the same"
+    assert await bus.publish(user, note, version=9)
+    refunded = status_update("r1", "refunded", "cs_1")
+    assert await bus.publish(user, refunded, version=5), "the note moved the version on"
+
+    relevant = [stored.message for stored in still_relevant(await bus.history(user))]
+    assert relevant == [note, note, refunded]

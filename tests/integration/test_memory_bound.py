@@ -17,10 +17,9 @@ from pathlib import Path
 import aiohttp
 import psutil  # type: ignore[import-untyped]
 
-from devstack import servers
 from services.webhook.app import WEBHOOK_PATH
 from tests.conftest import RunningPart
-from tests.e2e.conftest import service_environment
+from tests.e2e.conftest import webhook_process
 
 MIB = 2**20
 # A full collection comes once resident memory grew by half since its lowest reading after the
@@ -43,10 +42,16 @@ async def test_oversized_posts_leave_the_webhooks_rss_bounded(
     logs_dir: Path,
     unique: str,
 ) -> None:
-    port, internal_port = servers.free_port(), servers.free_port()
-    env = service_environment(kafka, mongo, redis_server, stripe_simulator, f"memory-{unique}")
-    env |= {"PORT": str(port), "INTERNAL_PORT": str(internal_port), "LOG_LEVEL": "WARNING"}
-    webhook = servers.python_module(f"webhook-{unique}", "services.webhook", port, logs_dir, env)
+    webhook = webhook_process(
+        kafka,
+        mongo,
+        redis_server,
+        stripe_simulator,
+        logs_dir,
+        f"webhook-memory-{unique}",
+        LOG_LEVEL="WARNING",
+    )
+    port = webhook.port
     await asyncio.to_thread(webhook.start, 60)
     try:
         assert webhook.process is not None

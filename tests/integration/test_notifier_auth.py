@@ -129,6 +129,8 @@ def _refused_tokens(auth: AuthCase, user: str) -> dict[str, str | None]:
         "other user": auth.signer.token(f"{user}-not"),
         "no exp": jwt.encode({"sub": user}, auth.signer.key, algorithm=auth.signer.algorithm),
         "unsigned": jwt.encode({"sub": user, "exp": int(time.time()) + 60}, "", "none"),
+        "eternal": auth.signer.token(user, expires_in_s=10**20),
+        "long-lived": auth.signer.token(user, expires_in_s=60, iat=int(time.time()) - 86_400),
     }
 
 
@@ -171,11 +173,33 @@ def test_the_reasons_are_clear(auth: AuthCase) -> None:
     assert reasons["other user"] == "the token was not issued for this userId"
     assert reasons["no exp"] == "the token has no exp claim"
     assert reasons["unsigned"] == "tokens signed with 'none' are not accepted"
+    longer = "the token lives longer than NOTIFIER_MAX_TOKEN_LIFETIME_S (86400 s)"
+    assert reasons["eternal"] == reasons["long-lived"] == longer
     assert verifier.refusal(auth.signer.token(user), user) is None
+
+
+def test_a_token_may_live_up_to_the_cap_from_its_iat_or_from_now(auth: AuthCase) -> None:
+    settings = notifier_settings(
+        "redis://unused", notifier_max_token_lifetime_s=600, **auth.settings
+    )
+    verifier = verifier_from_settings(settings)
+    assert verifier is not None
+    now = int(time.time())
+    assert verifier.refusal(auth.signer.token("u", expires_in_s=590), "u") is None
+    assert verifier.refusal(auth.signer.token("u", expires_in_s=590, iat=now - 5), "u") is None
+    for token in (
+        auth.signer.token("u", expires_in_s=660),
+        auth.signer.token("u", expires_in_s=300, iat=now - 400),
+    ):
+        assert verifier.refusal(token, "u") == (
+            "the token lives longer than NOTIFIER_MAX_TOKEN_LIFETIME_S (600 s)"
+        )
 
 
 def test_without_keys_there_is_no_verifier_and_a_bad_key_stops_the_start() -> None:
     assert verifier_from_settings(notifier_settings("redis://unused")) is None
+    blank = notifier_settings("redis://unused", notifier_jwt_secret=SecretStr("   "))
+    assert verifier_from_settings(blank) is None, "a blank secret is no HS256 key"
     with pytest.raises(ConfigError, match="NOTIFIER_JWT_PUBLIC_KEY"):
         verifier_from_settings(
             notifier_settings("redis://unused", notifier_jwt_public_key=SecretStr("not a key"))

@@ -204,6 +204,27 @@ async def test_a_socket_is_closed_when_its_token_expires(
     await other.close()
 
 
+async def test_a_socket_registered_without_auth_closes_at_the_longest_token_lifetime(
+    notifiers: StartNotifier, session: aiohttp.ClientSession, unique: str
+) -> None:
+    """Locally (no keys) a socket lives no longer than a token could: it is told, then closed
+    with 1001 so that clients reconnect (with lastId) at once."""
+    running = await notifiers(policy=SocketPolicy(max_lifetime_s=1.0))
+    ended = _refused("lifetime")
+    opened = time.monotonic()
+    socket = await registered(session, running, f"user-{unique}")
+    reply = await next_message(socket, timeout_s=15)
+    assert reply == messages.error("this socket reached its longest lifetime; reconnect")
+    await expect_close(socket, aiohttp.WSCloseCode.GOING_AWAY)
+    assert time.monotonic() - opened >= 1.0, "closed before its lifetime"
+    assert _refused("lifetime") == ended + 1
+
+
+def test_the_longest_lifetime_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFIER_MAX_TOKEN_LIFETIME_S", "900")
+    assert SocketPolicy.from_settings(load_settings()).max_lifetime_s == 900
+
+
 # --- message ids -------------------------------------------------------------------------
 
 LARGEST = 2**64 - 1

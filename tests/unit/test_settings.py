@@ -19,6 +19,11 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "STRIPE_WEBHOOK_SECRET",
         "INTERNAL_PORT",
         "INTERNAL_API_TOKENS",
+        "PAYMENTS_ENVIRONMENT",
+        "BIND_HOST",
+        "NOTIFIER_JWT_SECRET",
+        "NOTIFIER_JWT_PUBLIC_KEY",
+        "NOTIFIER_MAX_TOKEN_LIFETIME_S",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
@@ -113,3 +118,85 @@ def test_missing_config_file_named_by_variable_is_an_error(monkeypatch: pytest.M
 def test_webhook_secrets_may_be_rotated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_new, whsec_old")
     assert load_settings().webhook_secrets() == ["whsec_new", "whsec_old"]
+
+
+# --- issue 24, finding 8: production refuses to start without auth --------------------------
+
+GOOD_TOKEN = "t" * 32
+
+
+def test_production_is_the_default_and_the_local_stack_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "staging")  # a cluster's own variable: not ours
+    assert not load_settings().is_local
+    monkeypatch.setenv("PAYMENTS_ENVIRONMENT", "local")
+    assert load_settings().is_local
+    monkeypatch.setenv("PAYMENTS_ENVIRONMENT", "staging")
+    with pytest.raises(ConfigError, match="invalid setting PAYMENTS_ENVIRONMENT"):
+        load_settings()
+
+
+def test_processes_listen_on_loopback_locally_and_everywhere_in_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().listen_host() is None  # every interface: what a container needs
+    monkeypatch.setenv("PAYMENTS_ENVIRONMENT", "local")
+    assert load_settings().listen_host() == "127.0.0.1"
+    monkeypatch.setenv("BIND_HOST", "0.0.0.0")
+    assert load_settings().listen_host() == "0.0.0.0"
+    monkeypatch.setenv("BIND_HOST", "")
+    assert load_settings().listen_host() == "127.0.0.1"
+
+
+@pytest.mark.parametrize("tokens", [None, "", " , ", " ,, "])
+def test_production_requires_payments_api_tokens(
+    monkeypatch: pytest.MonkeyPatch, tokens: str | None
+) -> None:
+    if tokens is not None:
+        monkeypatch.setenv("INTERNAL_API_TOKENS", tokens)
+    with pytest.raises(ConfigError, match=r"^INTERNAL_API_TOKENS is required by the webhook"):
+        load_settings().require_api_tokens()
+    monkeypatch.setenv("PAYMENTS_ENVIRONMENT", "local")
+    load_settings().require_api_tokens()  # the local stack may leave the API open
+
+
+def test_production_refuses_a_short_payments_api_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INTERNAL_API_TOKENS", f"{GOOD_TOKEN}, short")
+    with pytest.raises(ConfigError, match=r"^INTERNAL_API_TOKENS: token 2 of 2 has 5 bytes"):
+        load_settings().require_api_tokens()
+    monkeypatch.setenv("INTERNAL_API_TOKENS", f"{GOOD_TOKEN}, {'u' * 32}")
+    load_settings().require_api_tokens()
+
+
+@pytest.mark.parametrize("secret", [None, "", "   "])
+def test_production_requires_a_notifier_key(
+    monkeypatch: pytest.MonkeyPatch, secret: str | None
+) -> None:
+    if secret is not None:
+        monkeypatch.setenv("NOTIFIER_JWT_SECRET", secret)
+        monkeypatch.setenv("NOTIFIER_JWT_PUBLIC_KEY", secret)
+    with pytest.raises(ConfigError, match=r"^NOTIFIER_JWT_SECRET or NOTIFIER_JWT_PUBLIC_KEY is"):
+        load_settings().require_notifier_auth()
+    monkeypatch.setenv("PAYMENTS_ENVIRONMENT", "local")
+    load_settings().require_notifier_auth()
+
+
+def test_production_refuses_a_short_notifier_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFIER_JWT_SECRET", "x")
+    with pytest.raises(ConfigError, match=r"^NOTIFIER_JWT_SECRET has 1 bytes; at least 32"):
+        load_settings().require_notifier_auth()
+    monkeypatch.setenv("NOTIFIER_JWT_SECRET", GOOD_TOKEN)
+    load_settings().require_notifier_auth()
+    monkeypatch.setenv("NOTIFIER_JWT_SECRET", "")
+    monkeypatch.setenv("NOTIFIER_JWT_PUBLIC_KEY", "-----BEGIN PUBLIC KEY-----...")
+    load_settings().require_notifier_auth()  # the PEM itself is checked by the notifier
+
+
+def test_token_lifetimes_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().notifier_max_token_lifetime_s == 86_400
+    monkeypatch.setenv("NOTIFIER_MAX_TOKEN_LIFETIME_S", "900")
+    assert load_settings().notifier_max_token_lifetime_s == 900
+    monkeypatch.setenv("NOTIFIER_MAX_TOKEN_LIFETIME_S", "0")
+    with pytest.raises(ConfigError, match="invalid setting NOTIFIER_MAX_TOKEN_LIFETIME_S"):
+        load_settings()
