@@ -25,6 +25,7 @@ FARE ?= 25.50
 RIDE ?=
 AMOUNT ?=
 REF ?=
+TOPIC ?=
 DEVSTACK := $(BIN)/python -m devstack
 
 .PHONY: run ride watch refund outstanding dlq replay reset test check-lock lint typecheck pytest install browser clean lock \
@@ -39,7 +40,8 @@ ride: $(STAMP)
 watch: $(STAMP)
 	$(DEVSTACK) watch --user '$(RIDER)'
 
-# make refund RIDE=<a paid rideId> [AMOUNT=5.00]; without AMOUNT, all that remains
+# make refund RIDE=<a paid rideId> [AMOUNT=5.00]; without AMOUNT, all that remains. Warns of
+# what the consumer will refuse, then waits for what became of the request.
 refund: $(STAMP)
 	$(if $(RIDE),,$(error make refund needs RIDE=<the paid ride's rideId>))
 	$(DEVSTACK) refund --ride '$(RIDE)' $(if $(AMOUNT),--amount '$(AMOUNT)')
@@ -48,13 +50,17 @@ refund: $(STAMP)
 outstanding: $(STAMP)
 	$(DEVSTACK) outstanding --user '$(RIDER)'
 
+# make dlq: the dead letters of both topics; TOPIC=rides (payment-events-dlq) or
+# TOPIC=refunds (refund-requests-dlq) for one
 dlq: $(STAMP)
-	$(DEVSTACK) dlq list
+	$(DEVSTACK) dlq list $(if $(TOPIC),--topic '$(TOPIC)')
 
-# make replay REF=0:3 (one dead letter), or REF=all
+# make replay REF=refunds:0:3 (refs as make dlq shows them, space-separated), or REF=all
+# [TOPIC=rides|refunds]
 replay: $(STAMP)
-	$(if $(REF),,$(error make replay needs REF=P:O (a ref that make dlq shows) or REF=all))
-	$(DEVSTACK) dlq replay $(if $(filter all,$(REF)),--all,--ref '$(REF)')
+	$(if $(REF),,$(error make replay needs REF=<a ref that make dlq shows, e.g. refunds:0:3> or REF=all))
+	$(DEVSTACK) dlq replay $(if $(TOPIC),--topic '$(TOPIC)') \
+	    $(if $(filter all,$(REF)),--all,$(foreach ref,$(REF),--ref '$(ref)'))
 
 # Deletes the stack's data and logs (.devstack/), keeps the virtualenv.
 reset: $(STAMP)
@@ -103,10 +109,12 @@ $(CONTRACT_TOOLS): contracts/tools/package.json contracts/tools/package-lock.jso
 	npm ci --prefix contracts/tools --no-audit --no-fund
 	touch $@
 
+# Both pages carry their scripts (--inlineBundle: Redoc's, from the CLI's package instead of
+# its CDN), so they work offline.
 docs: $(DOCS_TOOLS)
 	node contracts/docs-tools/render-asyncapi.cjs contracts/asyncapi.yaml $(DOCS)/asyncapi
 	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true contracts/docs-tools/node_modules/.bin/redocly \
-	    build-docs contracts/openapi.yaml --output $(DOCS)/openapi.html
+	    build-docs contracts/openapi.yaml --inlineBundle --output $(DOCS)/openapi.html
 	@echo "docs: $(DOCS)/asyncapi/index.html $(DOCS)/openapi.html"
 
 # puppeteer comes along (for PDF output, unused here): it must not download a browser.

@@ -21,15 +21,15 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from shared.batching import GroupCommit
-from shared.messages import Message
-from shared.model import FINAL_STATUSES
+from shared.messages import NOTE_TYPES, Message
+from shared.model import LINK_NOT_OFFERED_STATUSES
 
 logger = logging.getLogger(__name__)
 
@@ -38,17 +38,28 @@ HISTORY_TTL_S = 24 * 3600
 MESSAGE_ID_PATTERN = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _LARGEST_ID_PART = 2**64 - 1
 
-# KEYS: user's history stream, ride's last published version.
-# ARGV: message JSON, version, kind ("url" may repeat a version, "status" may not), channel,
-#       history length, ttl.
+# KEYS: user's history stream, ride's last published version, ride's link in the stream.
+# ARGV: message JSON, version, kind ("url" may repeat a version, "status" may not, "note" is
+#       outside the order), channel, history length, ttl.
+# A ride's link replaces its link before in the history, so repeated links (a new-link call,
+# a redelivered ride event) never push a status out of what a client resumes from.
 _PUBLISH_SCRIPT = """
-local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-local version = tonumber(ARGV[2])
-if version < last or (version == last and ARGV[3] == 'status') then
-  return false
+if ARGV[3] ~= 'note' then
+  local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+  local version = tonumber(ARGV[2])
+  if version < last or (version == last and ARGV[3] == 'status') then
+    return false
+  end
+  redis.call('SET', KEYS[2], version, 'EX', ARGV[6])
 end
-redis.call('SET', KEYS[2], version, 'EX', ARGV[6])
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[5], '*', 'm', ARGV[1])
+if ARGV[3] == 'url' then
+  local previous = redis.call('GET', KEYS[3])
+  if previous then
+    redis.call('XDEL', KEYS[1], previous)
+  end
+  redis.call('SET', KEYS[3], id, 'EX', ARGV[6])
+end
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('PUBLISH', ARGV[4], '{"id":"' .. id .. '","message":' .. ARGV[1] .. '}')
 return id
@@ -77,13 +88,22 @@ def _ride_version_key(user_id: str, ride_id: str) -> str:
     return f"payments:{{{user_id}}}:ride:{ride_id}:version"
 
 
-def connect_redis(url: str) -> redis.Redis:
-    # Retries let a pooled connection that Redis dropped (a restart) reconnect on first use.
+def _ride_link_key(user_id: str, ride_id: str) -> str:
+    return f"payments:{{{user_id}}}:ride:{ride_id}:link"
+
+
+def connect_redis(url: str, *, retry: bool = True) -> redis.Redis:
+    """A client whose commands are sent again when Redis dropped the connection (a restart).
+
+    `retry=False` for a connection whose drops must be seen, not bridged: the subscriber's,
+    which replays to its sockets what they may have missed while it was away.
+    """
+    # The asyncio Retry: redis.retry.Retry, accepted too, never retries an asyncio command.
     return redis.Redis.from_url(
         url,
         socket_timeout=5,
         socket_connect_timeout=5,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3 if retry else 0),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
 
@@ -124,13 +144,18 @@ class NotificationBus:
         """Store and publish; returns the message id, or None when a newer state was published.
 
         A `payment_url` may be published again at the same version (a redelivered ride event
-        re-sends the link); a status update never twice for one version.
+        re-sends the link); a status update never twice for one version. A note
+        (messages.NOTE_TYPES) is published whatever the version, and moves it not.
         """
         ride_id = message["rideId"]
-        kind = "url" if message["type"] == "payment_url" else "status"
+        kind = _kind(message)
         result = await self._publications.submit(
             _Publication(
-                keys=[_history_key(user_id), _ride_version_key(user_id, ride_id)],
+                keys=[
+                    _history_key(user_id),
+                    _ride_version_key(user_id, ride_id),
+                    _ride_link_key(user_id, ride_id),
+                ],
                 args=[
                     json.dumps(message, separators=(",", ":")),
                     version,
@@ -164,23 +189,33 @@ class NotificationBus:
         ]
 
 
+def _kind(message: Message) -> str:
+    if message["type"] == "payment_url":
+        return "url"
+    return "note" if message["type"] in NOTE_TYPES else "status"
+
+
 def still_relevant(messages: list[StoredMessage]) -> list[StoredMessage]:
     """What a client that never saw any message should get, in order.
 
-    Per ride: its latest status update, and its latest payment link while the ride is not
-    final (a `failed` payment can still be paid from the same link) or when the link came
-    after that status (a new attempt for an expired ride).
+    Per ride: its latest status update, and its latest payment link while the ride may still
+    be paid with it (a `failed` payment can be retried from the same link; not a final one, nor
+    one `processing`, whose session completed) or when the link came after that status (a new
+    attempt for an expired ride); and every note.
     """
     latest_status: dict[str, StoredMessage] = {}
     latest_url: dict[str, StoredMessage] = {}
+    notes: list[StoredMessage] = []
     for stored in messages:
         ride_id = stored.message.get("rideId", "")
         if stored.message.get("type") == "payment_url":
             latest_url[ride_id] = stored
+        elif stored.message.get("type") in NOTE_TYPES:
+            notes.append(stored)
         else:
             latest_status[ride_id] = stored
-    final = {status.value for status in FINAL_STATUSES}
-    chosen = list(latest_status.values())
+    final = {status.value for status in LINK_NOT_OFFERED_STATUSES}
+    chosen = [*latest_status.values(), *notes]
     chosen += [
         url
         for ride_id, url in latest_url.items()

@@ -1,7 +1,8 @@
 """The WebSocket messages of the contract, built in one place.
 
 Every message is one JSON object with a `type`. Pushed messages (`payment_url`,
-`payment_status_update`) also get a string `id` when the bus stores them.
+`payment_status_update`, `duplicate_charge_refunded`) also get a string `id` when the bus
+stores them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ Message = dict[str, Any]
 
 REGISTRATION_SUCCESS_TEXT = "Successfully registered for payment notifications"
 ALREADY_REGISTERED_TEXT = "User already registered via URL parameter"
+DUPLICATE_CHARGE_REFUNDED = "duplicate_charge_refunded"
+# Pushed messages that tell of something beside the payment's state: not ordered by the
+# record's version, and never taken for a ride's latest status (shared/bus.py).
+NOTE_TYPES = frozenset({DUPLICATE_CHARGE_REFUNDED})
 
 
 def registration_success(user_id: str) -> Message:
@@ -70,3 +75,17 @@ def payment_status_update(
     if amount_refunded:
         message["amountRefunded"] = amount_refunded
     return message
+
+
+def duplicate_charge_refunded(
+    ride_id: str, *, amount: int, currency: str, payment_intent_id: str
+) -> Message:
+    """The ride was paid twice: the second charge, `amount`, is given back in full (Stripe has
+    the refund; the bank takes some days to show it)."""
+    return {
+        "type": DUPLICATE_CHARGE_REFUNDED,
+        "rideId": ride_id,
+        "amount": amount,
+        "currency": currency,
+        "paymentIntentId": payment_intent_id,
+    }

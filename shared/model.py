@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from enum import StrEnum
 
+from shared import currencies
+
 MAX_EVENT_BYTES = 64 * 1024
 # A ride event is flat; the bounds leave room for extra fields without letting the recursive
 # json decoder, Python's int parsing or Decimal see a pathological document.
@@ -22,32 +24,10 @@ MAX_FARE = Decimal(99_999_999)
 # Stripe refuses amounts above eight digits in minor units for most currencies.
 MAX_AMOUNT_MINOR = 99_999_999
 
-# ISO 4217 currencies whose minor unit is not the cent (exponent 2).
-_ZERO_DECIMAL = frozenset(
-    [
-        "bif",
-        "clp",
-        "djf",
-        "gnf",
-        "jpy",
-        "kmf",
-        "krw",
-        "mga",
-        "pyg",
-        "rwf",
-        "ugx",
-        "vnd",
-        "vuv",
-        "xaf",
-        "xof",
-        "xpf",
-    ]
-)
-_THREE_DECIMAL = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
-
 
 class PaymentStatus(StrEnum):
     PENDING = "pending"
+    PROCESSING = "processing"  # a delayed payment method (a bank debit) is on its way
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
@@ -76,18 +56,29 @@ FINAL_STATUSES = frozenset(
     }
 )
 
-# `failed` is not final: the customer may retry the card in the same Checkout Session.
+# `failed` is not final: the customer may retry the card in the same Checkout Session, or pay
+# there by bank debit (`processing`). A session completed by bank debit can no longer expire:
+# the debit succeeds or fails (or, rarely, its PaymentIntent is canceled).
 ALLOWED_TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     PaymentStatus.PENDING: frozenset(
         {
+            PaymentStatus.PROCESSING,
             PaymentStatus.SUCCEEDED,
             PaymentStatus.FAILED,
             PaymentStatus.CANCELED,
             PaymentStatus.EXPIRED,
         }
     ),
+    PaymentStatus.PROCESSING: frozenset(
+        {PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.CANCELED}
+    ),
     PaymentStatus.FAILED: frozenset(
-        {PaymentStatus.SUCCEEDED, PaymentStatus.CANCELED, PaymentStatus.EXPIRED}
+        {
+            PaymentStatus.PROCESSING,
+            PaymentStatus.SUCCEEDED,
+            PaymentStatus.CANCELED,
+            PaymentStatus.EXPIRED,
+        }
     ),
     PaymentStatus.SUCCEEDED: frozenset(),
     PaymentStatus.CANCELED: frozenset(),
@@ -122,6 +113,14 @@ UNPAID_STATUSES: tuple[PaymentStatus, ...] = (
     PaymentStatus.EXPIRED,
     PaymentStatus.CANCELED,
 )
+
+# What a rider still owes (the outstanding list): the unpaid rides, and those whose delayed
+# payment is on its way, since it may yet fail.
+OWED_STATUSES: tuple[PaymentStatus, ...] = (*UNPAID_STATUSES, PaymentStatus.PROCESSING)
+
+# Statuses in which the ride's current link is not offered to the rider: paid or ended, or its
+# session completed by a delayed payment that is on its way (it can never be paid again).
+LINK_NOT_OFFERED_STATUSES = FINAL_STATUSES | {PaymentStatus.PROCESSING}
 
 
 def can_transition(current: PaymentStatus, target: PaymentStatus) -> bool:
@@ -237,18 +236,19 @@ def identifier_problem(value: object, key: str) -> str | None:
     return None
 
 
-def parse_fare(value: object) -> Decimal:
-    """A fare is a decimal string or a JSON number, finite, positive and chargeable."""
+def parse_fare(value: object, what: str = "fare") -> Decimal:
+    """A fare is a decimal string or a JSON number, finite, positive and chargeable. `what`
+    names the value in the reasons (a refund's `amount` is checked the same way)."""
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-        raise InvalidRideEvent("fare must be a decimal string or a number")
+        raise InvalidRideEvent(f"{what} must be a decimal string or a number")
     try:
         fare = Decimal(value.strip() if isinstance(value, str) else value)
     except InvalidOperation:
-        raise InvalidRideEvent(f"fare {_shown(value)} is not a decimal number") from None
+        raise InvalidRideEvent(f"{what} {_shown(value)} is not a decimal number") from None
     if not fare.is_finite() or fare <= 0:
-        raise InvalidRideEvent(f"fare {_shown(value)} must be a finite positive number")
+        raise InvalidRideEvent(f"{what} {_shown(value)} must be a finite positive number")
     if fare > MAX_FARE:
-        raise InvalidRideEvent(f"fare {_shown(value)} is over the largest chargeable amount")
+        raise InvalidRideEvent(f"{what} {_shown(value)} is over the largest chargeable amount")
     return fare
 
 
@@ -259,25 +259,38 @@ def _shown(value: object, limit: int = 40) -> str:
 
 
 def currency_exponent(currency: str) -> int:
-    code = currency.lower()
-    if code in _ZERO_DECIMAL:
-        return 0
-    if code in _THREE_DECIMAL:
-        return 3
-    return 2
+    return currencies.decimals(currency)
 
 
-def to_minor_units(fare: Decimal, currency: str) -> int:
-    """The fare in the currency's minor unit, rounded half-up; raise if it is not chargeable."""
+def to_minor_units(fare: Decimal, currency: str, what: str = "fare") -> int:
+    """The fare in the currency's minor unit, rounded half-up; raise if it is not chargeable.
+    `what` names the value in the reasons."""
     quantum = Decimal(1).scaleb(-currency_exponent(currency))
     try:
         minor = int(
             fare.quantize(quantum, rounding=ROUND_HALF_UP).scaleb(currency_exponent(currency))
         )
     except InvalidOperation:
-        raise InvalidRideEvent(f"fare {_shown(fare)} is too large") from None
+        raise InvalidRideEvent(f"{what} {_shown(fare)} is too large") from None
     if minor < 1:
-        raise InvalidRideEvent(f"fare {_shown(fare)} rounds to zero {currency.upper()}")
+        raise InvalidRideEvent(f"{what} {_shown(fare)} rounds to zero {currency.upper()}")
     if minor > MAX_AMOUNT_MINOR:
-        raise InvalidRideEvent(f"fare {_shown(fare)} is over the largest chargeable amount")
+        raise InvalidRideEvent(f"{what} {_shown(fare)} is over the largest chargeable amount")
     return minor
+
+
+def chargeable_amount(fare: Decimal, currency: str) -> int:
+    """The fare in minor units, as to_minor_units, or raise when Stripe would refuse to charge
+    it (shared/currencies.py): below its minimum charge, or off the currency's step."""
+    amount = to_minor_units(fare, currency)
+    refusal = currencies.charge_refusal(amount, currency)
+    if refusal is None:
+        return amount
+    shown = currencies.format_amount(amount, currency)
+    if refusal.reason == "too_small":
+        minimum = currencies.format_amount(refusal.minimum or 1, currency)
+        raise InvalidRideEvent(f"fare {shown} is below Stripe's minimum charge of {minimum}")
+    step = currencies.to_major(refusal.step, currency)
+    raise InvalidRideEvent(
+        f"fare {shown} cannot be charged: Stripe takes {currency.upper()} in steps of {step}"
+    )

@@ -38,18 +38,27 @@ from shared.refund_model import (
 )
 from shared.store import Document, Payment, PaymentStore, utcnow
 
-DISPUTE_OUTCOMES = frozenset({"won", "lost"})
+# How a dispute closes (Stripe's statuses): `lost` takes the money; the others give the ride
+# back its status before the dispute: a chargeback won or prevented (stopped before it was
+# filed), an inquiry closed (an inquiry never moves money).
+DISPUTE_LOST = "lost"
+DISPUTE_OUTCOMES = frozenset({"won", DISPUTE_LOST, "warning_closed", "prevented"})
+# A refund made outside this system (the Dashboard) has no refundId of ours: its entry's is
+# `stripe:` and Stripe's id, or, known only from a charge's total, the charge's id and total.
+OUTSIDE_REFUND_PREFIX = "stripe:"
 
 REFUNDS = Counter(
     "payments_refunds_total",
-    "Refunds settled, by outcome (succeeded, failed, canceled)",
+    "Refunds settled, by outcome (succeeded, failed, canceled, failed_after_success)",
     ["outcome"],
 )
 REFUNDED = Counter(
     "payments_refunded_minor_units_total", "Money refunded, in minor units", ["currency"]
 )
 DISPUTES = Counter(
-    "payments_disputes_total", "Dispute changes applied (opened, won, lost)", ["event"]
+    "payments_disputes_total",
+    "Dispute changes applied (opened, won, lost, warning_closed, prevented)",
+    ["event"],
 )
 
 
@@ -73,6 +82,17 @@ class RefundUpdate:
     amount: int | None = None
     failure_reason: str | None = None
     event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeRefunded:
+    """What a `charge.refunded` without its list of refunds says (API 2022-11-15 on): how much
+    of the charge went back in all."""
+
+    charge_id: str
+    amount_refunded: int
+    source: str
+    event_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,18 +151,49 @@ class RefundBook:
         """Apply what Stripe says about a refund; the payment when it changed, else None.
         `last_seen`, a recent read of the record, saves reading it again when still current.
 
-        A refund moves only from pending (to succeeded, failed or canceled): events in any
-        order and any number of copies end in the same record.
+        A refund moves from pending (to succeeded, failed or canceled) and from succeeded to
+        failed, no other way: events in any order and any number of copies end in the same
+        record.
         """
+        return await self._refunds_changed(
+            selectors,
+            lambda refunds: _settled(refunds, update),
+            _Edit({}, update.source, update.event_id),
+            last_seen,
+        )
 
-        def settle(document: Document) -> _Edit | None:
-            refunds = _settled(refunds_of(document), update)
-            if refunds is None:
+    async def settle_charge(
+        self, selectors: list[Document], refunded: ChargeRefunded
+    ) -> Payment | None:
+        """Make the record's refunds add up to what the charge says went back, where the
+        difference can be told: none of ours pending (a refund made outside this system), or
+        exactly one of ours pending that Stripe knows, of that amount. Anything else waits for
+        the refund events, which name each refund."""
+        return await self._refunds_changed(
+            selectors,
+            lambda refunds: _explained(refunds, refunded),
+            _Edit({}, refunded.source, refunded.event_id),
+        )
+
+    async def _refunds_changed(
+        self,
+        selectors: list[Document],
+        change: Callable[[list[Refund]], list[Refund] | None],
+        why: _Edit,
+        last_seen: Document | None = None,
+    ) -> Payment | None:
+        """The refunds as `change` makes them, kept within the charge, on the first record a
+        selector finds; the payment when it changed, else None."""
+
+        def decide(document: Document) -> _Edit | None:
+            before = refunds_of(document)
+            refunds = change(before)
+            if refunds is None or not _within_the_charge(before, refunds, document["amount"]):
                 return None
-            return _Edit(_with_refunds(document, refunds), update.source, update.event_id)
+            return replace(why, fields=_with_refunds(document, refunds))
 
         for selector in selectors:
-            before, after = await self._change(selector, settle, last_seen)
+            before, after = await self._change(selector, decide, last_seen)
             if before is not None:
                 if after is not None:
                     _count_settled(refunds_of(before), refunds_of(after), after["currency"])
@@ -171,8 +222,9 @@ class RefundBook:
     async def close_dispute(
         self, selectors: list[Document], dispute_id: str, outcome: str, event_id: str, source: str
     ) -> Payment | None:
-        """`won`: back to the status before the dispute (with the refunds since); `lost`:
-        dispute_lost. A close that arrives before its open is kept, and the open then ignored."""
+        """`lost`: dispute_lost; `won`, `prevented`, an inquiry's `warning_closed`: back to the
+        status before the dispute (with the refunds since) once no other dispute of the ride is
+        open. A close that arrives before its open is kept, and the open then ignored."""
 
         def close(document: Document) -> _Edit | None:
             disputes = list(document.get("disputes", []))
@@ -183,16 +235,19 @@ class RefundBook:
             disputes.append({"disputeId": dispute_id, "status": outcome, "at": utcnow()})
             fields: Document = {"disputes": disputes}
             status = PaymentStatus(document["status"])
-            if outcome == "lost" and status in {*PAID_STATUSES, PaymentStatus.DISPUTED}:
+            still_open = any(d["status"] == "open" for d in disputes)
+            if outcome == DISPUTE_LOST and status in {*PAID_STATUSES, PaymentStatus.DISPUTED}:
                 fields["status"] = PaymentStatus.DISPUTE_LOST
-            elif outcome == "won" and status is PaymentStatus.DISPUTED:
+            elif outcome != DISPUTE_LOST and status is PaymentStatus.DISPUTED and not still_open:
                 fields["status"] = status_after_refunds(
                     document["amount"], document.get("amountRefunded", 0)
                 )
             return _Edit(fields, source, event_id)
 
         if outcome not in DISPUTE_OUTCOMES:
-            raise ValueError(f"a dispute closes won or lost, not {outcome!r}")
+            raise ValueError(
+                f"a dispute closes {', '.join(sorted(DISPUTE_OUTCOMES))}: not {outcome!r}"
+            )
         payment = await self._first_change(selectors, close)
         if payment is not None:
             DISPUTES.labels(outcome).inc()
@@ -251,53 +306,126 @@ def _count_settled(before: list[Refund], after: list[Refund], currency: str) -> 
     """Metrics of the refunds one change settled."""
     was = {r.refund_id: r.status for r in before}
     for refund in after:
-        if refund.status is not RefundStatus.PENDING and was.get(refund.refund_id) in (
-            None,
-            RefundStatus.PENDING,
-        ):
+        earlier = was.get(refund.refund_id)
+        if refund.status is not RefundStatus.PENDING and earlier in (None, RefundStatus.PENDING):
             REFUNDS.labels(refund.status.value).inc()
             if refund.status is RefundStatus.SUCCEEDED:
                 REFUNDED.labels(currency).inc(refund.amount)
+        elif refund.status is RefundStatus.FAILED and earlier is RefundStatus.SUCCEEDED:
+            REFUNDS.labels("failed_after_success").inc()
 
 
 def refunds_of(document: Document) -> list[Refund]:
     return [Refund.from_entry(entry) for entry in document.get("refunds", [])]
 
 
+def refund_problem(document: Document, update: RefundUpdate) -> str | None:
+    """Why what Stripe says about a refund cannot be true of this record, None when it can be:
+    a refund of another amount than the one reserved for it, or one that would take back more
+    than was charged."""
+    refunds = refunds_of(document)
+    known = next((r for r in refunds if _is(r, update)), None)
+    if known is not None and update.amount is not None and update.amount != known.amount:
+        return f"the refund is of {update.amount}; {known.amount} was reserved for it"
+    settled = _settled(refunds, update)
+    if settled is not None and not _within_the_charge(refunds, settled, document["amount"]):
+        return (
+            f"with a refund of {update.amount} the ride's refunds would exceed its charge of "
+            f"{document['amount']}"
+        )
+    return None
+
+
+def _within_the_charge(before: list[Refund], after: list[Refund], charged: int) -> bool:
+    """Whether a change keeps to what the contract allows: no refund it adds outside 1 to the
+    charge, and `amountRefunded` (what succeeded) raised no higher than the charge."""
+    added = [refund for refund in after if refund not in before]
+    refunded = amount_refunded(after)
+    return all(0 < r.amount <= charged for r in added) and (
+        refunded <= charged or refunded <= amount_refunded(before)
+    )
+
+
+def _is(refund: Refund, update: RefundUpdate) -> bool:
+    return refund.refund_id == update.refund_id or (
+        update.stripe_refund_id is not None and refund.stripe_refund_id == update.stripe_refund_id
+    )
+
+
+def _index_of(refunds: list[Refund], update: RefundUpdate) -> int | None:
+    """Where the refund `update` is about sits in `refunds`: by our id or Stripe's, else, for
+    one made outside this system, the entry a charge's total made of its amount, unnamed yet."""
+    found = next((i for i, refund in enumerate(refunds) if _is(refund, update)), None)
+    if found is None and update.refund_id is None:
+        found = next(
+            (i for i, r in enumerate(refunds) if _unnamed_outside(r) and r.amount == update.amount),
+            None,
+        )
+    return found
+
+
+def _unnamed_outside(refund: Refund) -> bool:
+    return refund.stripe_refund_id is None and refund.refund_id.startswith(OUTSIDE_REFUND_PREFIX)
+
+
 def _settled(refunds: list[Refund], update: RefundUpdate) -> list[Refund] | None:
     """The refunds with `update` applied, or None when it changes nothing."""
-    for index, refund in enumerate(refunds):
-        if refund.refund_id == update.refund_id or (
-            update.stripe_refund_id and refund.stripe_refund_id == update.stripe_refund_id
-        ):
-            settled = _moved(refund, update)
-            if settled == refund:
-                return None
-            return [*refunds[:index], settled, *refunds[index + 1 :]]
+    index = _index_of(refunds, update)
+    if index is not None:
+        settled = _moved(refunds[index], update)
+        if settled == refunds[index]:
+            return None
+        return [*refunds[:index], settled, *refunds[index + 1 :]]
     if update.stripe_refund_id is None or update.amount is None:
         return None
     # A refund made outside this system (the Dashboard): it counts all the same.
+    refund_id = update.refund_id or f"{OUTSIDE_REFUND_PREFIX}{update.stripe_refund_id}"
+    outside = _outside(refund_id, update.stripe_refund_id, update.amount, update.status)
+    return [*refunds, replace(outside, failure_reason=update.failure_reason)]
+
+
+def _outside(
+    refund_id: str, stripe_refund_id: str | None, amount: int, status: RefundStatus
+) -> Refund:
     now = utcnow()
-    outside = Refund(
-        update.refund_id or f"stripe:{update.stripe_refund_id}",
-        update.stripe_refund_id,
-        update.amount,
-        None,
-        update.status,
-        now,
-        now,
-        update.failure_reason,
-    )
-    return [*refunds, outside]
+    return Refund(refund_id, stripe_refund_id, amount, None, status, now, now)
+
+
+def _explained(refunds: list[Refund], refunded: ChargeRefunded) -> list[Refund] | None:
+    """The refunds once they add up to the charge's `amount_refunded`; None when they do
+    already, or when the difference cannot be told apart (the refund events will say)."""
+    missing = refunded.amount_refunded - amount_refunded(refunds)
+    pending = [index for index, r in enumerate(refunds) if r.status is RefundStatus.PENDING]
+    if missing <= 0:
+        return None
+    if not pending:
+        refund_id = f"{OUTSIDE_REFUND_PREFIX}{refunded.charge_id}:{refunded.amount_refunded}"
+        return [*refunds, _outside(refund_id, None, missing, RefundStatus.SUCCEEDED)]
+    if len(pending) != 1:
+        return None
+    index = pending[0]
+    candidate = refunds[index]
+    if candidate.stripe_refund_id is None or candidate.amount != missing:
+        return None  # not Stripe's yet (ours to create), or not this difference
+    settled = replace(candidate, status=RefundStatus.SUCCEEDED, updated_at=utcnow())
+    return [*refunds[:index], settled, *refunds[index + 1 :]]
 
 
 def _moved(refund: Refund, update: RefundUpdate) -> Refund:
+    """A refund moves from pending to succeeded, failed or canceled, and from succeeded to
+    failed (the money came back to the account); nothing else moves it."""
     moved = refund
     if moved.stripe_refund_id is None and update.stripe_refund_id:
         moved = replace(moved, stripe_refund_id=update.stripe_refund_id)
-    if moved.status is RefundStatus.PENDING and update.status is not RefundStatus.PENDING:
+    if _may_move(moved.status, update.status):
         moved = replace(moved, status=update.status, failure_reason=update.failure_reason)
     return replace(moved, updated_at=utcnow()) if moved != refund else refund
+
+
+def _may_move(current: RefundStatus, target: RefundStatus) -> bool:
+    if current is RefundStatus.PENDING:
+        return target is not RefundStatus.PENDING
+    return current is RefundStatus.SUCCEEDED and target is RefundStatus.FAILED
 
 
 def _with_refunds(document: Document, refunds: list[Refund]) -> Document:

@@ -25,7 +25,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.read_concern import ReadConcern
 
 from shared.batching import GroupCommit
-from shared.model import UNPAID_STATUSES, PaymentStatus, statuses_that_may_become
+from shared.model import OWED_STATUSES, UNPAID_STATUSES, PaymentStatus, statuses_that_may_become
 from shared.status_events import StatusEvent, status_events_of
 
 logger = logging.getLogger(__name__)
@@ -62,9 +62,13 @@ class Attempt:
     expires_at: datetime | None
     status: PaymentStatus
     created_at: datetime
+    # A delayed payment method (a bank debit) completed the session: `processing`, then how it
+    # ended. Such a session can never be paid again.
+    async_payment: PaymentStatus | None = None
 
     @classmethod
     def from_entry(cls, entry: Document) -> Attempt:
+        async_payment = entry.get("asyncPayment")
         return cls(
             attempt=entry["attempt"],
             stripe_session_id=entry["stripeSessionId"],
@@ -72,7 +76,14 @@ class Attempt:
             expires_at=entry.get("expiresAt"),
             status=PaymentStatus(entry["status"]),
             created_at=entry["createdAt"],
+            async_payment=PaymentStatus(async_payment) if async_payment else None,
         )
+
+    @property
+    def session_completed(self) -> bool:
+        """Whether its session completed without the money (a delayed payment): it cannot be
+        paid again, whatever its `expires_at`."""
+        return self.async_payment is not None
 
 
 def attempt_entry(
@@ -86,6 +97,69 @@ def attempt_entry(
         "status": PaymentStatus.PENDING.value,
         "createdAt": now,
     }
+
+
+# What Stripe may say of a delayed payment, and what each may follow on an attempt: its
+# outcome is kept once known, so a late completion never makes it `processing` again.
+ASYNC_PAYMENT_FOLLOWS: dict[PaymentStatus, list[PaymentStatus | None]] = {
+    PaymentStatus.PROCESSING: [None],
+    PaymentStatus.SUCCEEDED: [None, PaymentStatus.PROCESSING],
+    PaymentStatus.FAILED: [None, PaymentStatus.PROCESSING],
+}
+
+
+def async_payment_unsettled(session_id: str) -> Document:
+    """Records whose attempt of `session_id` has no known delayed-payment outcome (a filter)."""
+    settled = [PaymentStatus.SUCCEEDED.value, PaymentStatus.FAILED.value]
+    return {
+        "attempts": {
+            "$not": {
+                "$elemMatch": {"stripeSessionId": session_id, "asyncPayment": {"$in": settled}}
+            }
+        }
+    }
+
+
+def _may_precede(state: PaymentStatus) -> list[str | None]:
+    return [None if value is None else value.value for value in ASYNC_PAYMENT_FOLLOWS[state]]
+
+
+def _async_payment_noted(session_id: str, state: PaymentStatus) -> list[Document]:
+    """The attempt of `session_id` with `asyncPayment` set to `state`, where it may follow."""
+    return [
+        {
+            "$set": {
+                "attempts": {
+                    "$map": {
+                        "input": {"$ifNull": ["$attempts", []]},
+                        "as": "entry",
+                        "in": {
+                            "$cond": [
+                                {
+                                    "$and": [
+                                        {
+                                            "$eq": [
+                                                "$$entry.stripeSessionId",
+                                                {"$literal": session_id},
+                                            ]
+                                        },
+                                        {
+                                            "$in": [
+                                                {"$ifNull": ["$$entry.asyncPayment", None]},
+                                                _may_precede(state),
+                                            ]
+                                        },
+                                    ]
+                                },
+                                {"$mergeObjects": ["$$entry", {"asyncPayment": state.value}]},
+                                "$$entry",
+                            ]
+                        },
+                    }
+                },
+            }
+        }
+    ]
 
 
 def attempt_selector(number: int) -> Document:
@@ -164,7 +238,9 @@ def utcnow() -> datetime:
 
 
 # What a record holds for the service's own work, never shown (contracts/openapi.yaml).
-INTERNAL_FIELDS = frozenset({"_id", "outbox", "sessionsToExpire", "reconciledAt", "sweptAt"})
+INTERNAL_FIELDS = frozenset(
+    {"_id", "outbox", "sessionsToExpire", "reconciledAt", "sweptAt", "payableCheck"}
+)
 
 
 def public_view(document: Document) -> Document:
@@ -510,6 +586,31 @@ class PaymentStore:
         )
         return Payment.from_document(document) if document else None
 
+    async def note_async_payment(
+        self, selector: Document, session_id: str, state: PaymentStatus
+    ) -> None:
+        """Record on the attempt of `session_id` what Stripe says of its delayed payment: on its
+        way (`processing`), `succeeded` or `failed`; an outcome once known stays. Written before
+        the status change it goes with, so that a late completion racing with the outcome finds
+        the outcome. Bookkeeping, like the PaymentIntent's id: the status change that follows
+        bumps `version` and tells the rider."""
+        await self._payments.update_one(
+            {
+                "$and": [
+                    selector,
+                    {
+                        "attempts": {
+                            "$elemMatch": {
+                                "stripeSessionId": session_id,
+                                "asyncPayment": {"$in": _may_precede(state)},
+                            }
+                        }
+                    },
+                ]
+            },
+            _async_payment_noted(session_id, state),
+        )
+
     async def with_sessions_to_expire(self, limit: int) -> list[Payment]:
         """Rides paid on an earlier attempt whose other sessions are not known expired yet."""
         cursor = self._committed.find({"sessionsToExpire": {"$exists": True}}, limit=limit)
@@ -523,9 +624,10 @@ class PaymentStore:
         )
 
     def outstanding(self, user_id: str) -> AsyncCursor[Document]:
-        """The user's unpaid rides, oldest first (served by the userId+status+createdAt index)."""
+        """The user's rides not paid yet (a delayed payment on its way included), oldest first
+        (served by the userId+status+createdAt index)."""
         return self._payments.find(
-            {"userId": user_id, "status": {"$in": [s.value for s in UNPAID_STATUSES]}},
+            {"userId": user_id, "status": {"$in": [s.value for s in OWED_STATUSES]}},
             projection=OUTSTANDING_FIELDS,
             sort=[("createdAt", ASCENDING)],
         )
@@ -634,13 +736,26 @@ class PaymentStore:
             ordered=False,
         )
 
-    async def unsettled(self, quiet_for: timedelta, limit: int) -> list[Payment]:
+    async def unsettled(
+        self, quiet_for: timedelta, limit: int, processing_every: timedelta = timedelta(0)
+    ) -> list[Payment]:
         """Payments still `pending` or `failed` with a session, unchanged for `quiet_for` at
-        least; the least recently reconciled first, so that each one gets its turn."""
+        least, and `processing` ones not reconciled for `processing_every` (a bank debit takes
+        days); the least recently reconciled first, so that each one gets its turn."""
+        now = await self.clock()
         cursor = self._committed.find(
             {
-                "status": {"$in": [PaymentStatus.PENDING.value, PaymentStatus.FAILED.value]},
-                "updatedAt": {"$lte": await self._ago(quiet_for)},
+                "$or": [
+                    {"status": {"$in": [PaymentStatus.PENDING.value, PaymentStatus.FAILED.value]}},
+                    {
+                        "status": PaymentStatus.PROCESSING.value,
+                        "$or": [
+                            {"reconciledAt": None},
+                            {"reconciledAt": {"$lte": now - processing_every}},
+                        ],
+                    },
+                ],
+                "updatedAt": {"$lte": now - quiet_for},
                 "stripeSessionId": {"$ne": None},
             },
             limit=limit,

@@ -13,7 +13,7 @@ from aiohttp.typedefs import Handler
 
 from .checkout import Action, SessionNotOpenError
 from .errors import StripeApiError, invalid_param, json_response, no_such
-from .events import RequestInfo
+from .events import API_VERSION, RequestInfo
 from .forms import FormError, decode_form
 from .idempotency import IdempotencyCache, SavedResponse
 from .simulator import SIMULATOR, Simulator
@@ -31,9 +31,12 @@ def create_v1_app() -> web.Application:
     app.router.add_get("/checkout/sessions", list_checkout_sessions)
     app.router.add_get("/checkout/sessions/{id}", retrieve_checkout_session)
     app.router.add_post("/checkout/sessions/{id}/expire", expire_checkout_session)
+    app.router.add_post("/payment_intents", create_payment_intent)
     app.router.add_get("/payment_intents/{id}", retrieve_payment_intent)
+    app.router.add_get("/charges/{id}", retrieve_charge)
     app.router.add_post("/refunds", create_refund)
     app.router.add_get("/refunds/{id}", retrieve_refund)
+    app.router.add_get("/disputes/{id}", retrieve_dispute)
     app.router.add_route("*", "/{tail:.*}", unrecognized_url)
     return app
 
@@ -57,6 +60,8 @@ async def stripe_api(request: web.Request, handler: Handler) -> web.StreamRespon
     except StripeApiError as exc:
         response = exc.response()
     response.headers.setdefault("Request-Id", request_id)
+    # The one version whose shapes the simulator answers in, whatever the request asked for.
+    response.headers.setdefault("Stripe-Version", API_VERSION)
     return response
 
 
@@ -103,6 +108,12 @@ async def expire_checkout_session(request: web.Request) -> web.Response:
     return json_response(session.obj)
 
 
+async def create_payment_intent(request: web.Request) -> web.Response:
+    simulator = request.config_dict[SIMULATOR]
+    cause = RequestInfo(request[REQUEST_ID], request.headers.get("Idempotency-Key"))
+    return json_response(simulator.create_payment_intent(request[PARAMS], cause))
+
+
 async def retrieve_payment_intent(request: web.Request) -> web.Response:
     intent_id = request.match_info["id"]
     intent = request.config_dict[SIMULATOR].state.payment_intents.get(intent_id)
@@ -121,11 +132,20 @@ async def retrieve_refund(request: web.Request) -> web.Response:
     return json_response(request.config_dict[SIMULATOR].refund(request.match_info["id"]))
 
 
+async def retrieve_charge(request: web.Request) -> web.Response:
+    return json_response(request.config_dict[SIMULATOR].charge(request.match_info["id"]))
+
+
+async def retrieve_dispute(request: web.Request) -> web.Response:
+    return json_response(request.config_dict[SIMULATOR].dispute(request.match_info["id"]))
+
+
 async def unrecognized_url(request: web.Request) -> web.Response:
     raise StripeApiError(
         404,
         f"Unrecognized request URL ({request.method}: {request.path}). "
-        "The simulator implements only the Checkout Session, PaymentIntent and Refund calls.",
+        "The simulator implements only some Checkout Session, PaymentIntent, Charge, Refund "
+        "and Dispute calls.",
     )
 
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from . import charges, resources
+from .amounts import CHECKOUT_TOTAL, check_amount
 from .errors import StripeApiError, invalid_param, missing_param
+from .events import Change
+from .resources import SessionFields
 from .state import JSONObject, SessionRecord, SimulatorState, new_id
 
 SESSION_TTL_S = 24 * 3600
@@ -21,7 +25,7 @@ _IGNORED_PARAMS = frozenset(
         "automatic_tax", "billing_address_collection", "consent_collection", "currency",
         "custom_fields", "custom_text", "customer", "customer_creation", "customer_update",
         "discounts", "expand", "invoice_creation", "locale", "payment_method_collection",
-        "payment_method_configuration", "payment_method_options", "payment_method_types",
+        "payment_method_configuration", "payment_method_options",
         "phone_number_collection", "shipping_address_collection", "shipping_options",
         "submit_type", "tax_id_collection", "ui_mode",
     }
@@ -29,29 +33,45 @@ _IGNORED_PARAMS = frozenset(
 _USED_PARAMS = frozenset(
     {
         "mode", "line_items", "success_url", "cancel_url", "client_reference_id", "metadata",
-        "payment_intent_data", "expires_at", "customer_email",
+        "payment_intent_data", "expires_at", "customer_email", "payment_method_types",
     }
 )  # fmt: skip
-
-Change = tuple[str, JSONObject]
-"""An event type and the object it is about."""
 
 
 class Action(StrEnum):
     PAY = "pay"
+    DEBIT = "debit"  # pay by bank debit: the session completes unpaid, the money comes later
     DECLINE = "decline"
     CANCEL = "cancel"
     EXPIRE = "expire"
     ABANDON = "abandon"
+    # What the bank says of a debit, days later at Stripe:
+    DEBIT_SUCCEEDS = "debit_succeeds"
+    DEBIT_FAILS = "debit_fails"
 
 
-class SessionNotOpenError(Exception):
+_LATER = frozenset({Action.DEBIT_SUCCEEDS, Action.DEBIT_FAILS})
+
+
+class ActionRefusedError(Exception):
+    """The session is not in a state where the action can happen; `code` says which."""
+
+    code = "action_refused"
+
+
+class SessionNotOpenError(ActionRefusedError):
+    code = "checkout_session_not_open"
+
     def __init__(self, session: SessionRecord, status: str | None = None) -> None:
         self.status = status or str(session.obj["status"])
         super().__init__(
             f'Only Checkout Sessions with a status in ["open"] can be changed. '
             f'This Checkout Session has a status of "{self.status}".'
         )
+
+
+class NoDebitError(ActionRefusedError):
+    code = "no_bank_debit"
 
 
 def create_session(params: JSONObject, *, public_base_url: str, now: int) -> SessionRecord:
@@ -63,39 +83,31 @@ def create_session(params: JSONObject, *, public_base_url: str, now: int) -> Ses
     if mode != "payment":
         raise invalid_param("mode", f"The simulator supports only mode=payment, not {mode!r}.")
     currency, amount = _line_items(params.get("line_items"))
-    success_url = _required_str(params, "success_url")
-    cancel_url = _required_str(params, "cancel_url")
+    check_amount(amount, currency, param=None, subject=CHECKOUT_TOTAL)
     pi_data = _hash(params.get("payment_intent_data"), "payment_intent_data")
+    fields = SessionFields(
+        amount=amount,
+        currency=currency,
+        success_url=_required_str(params, "success_url"),
+        cancel_url=_required_str(params, "cancel_url"),
+        client_reference_id=_optional_str(params, "client_reference_id", 200),
+        customer_email=_optional_str(params, "customer_email", 800),
+        metadata=_metadata(params.get("metadata"), "metadata"),
+        expires_at=_expires_at(params.get("expires_at"), now),
+        payment_method_types=_method_types(params.get("payment_method_types"), currency),
+    )
     session_id = new_id("cs_test_", 40)
-    obj: JSONObject = {
-        "id": session_id,
-        "object": "checkout.session",
-        "amount_subtotal": amount,
-        "amount_total": amount,
-        "cancel_url": cancel_url,
-        "client_reference_id": _optional_str(params, "client_reference_id", 200),
-        "created": now,
-        "currency": currency,
-        "customer": None,
-        "customer_email": _optional_str(params, "customer_email", 800),
-        "expires_at": _expires_at(params.get("expires_at"), now),
-        "livemode": False,
-        "metadata": _metadata(params.get("metadata"), "metadata"),
-        "mode": mode,
-        "payment_intent": None,
-        "payment_method_types": ["card"],
-        "payment_status": "unpaid",
-        "status": "open",
-        "success_url": success_url,
-        "ui_mode": "hosted",
-        "url": f"{public_base_url}/checkout/{session_id}",
-    }
+    url = f"{public_base_url}/checkout/{session_id}"
+    obj = resources.checkout_session(fields, session_id=session_id, url=url, now=now)
     pi_metadata = _metadata(pi_data.get("metadata"), "payment_intent_data[metadata]")
     return SessionRecord(obj, pi_metadata)
 
 
 def apply_action(state: SimulatorState, session: SessionRecord, action: Action) -> list[Change]:
-    """Change the session as the customer's `action` would and return the events, in order."""
+    """Change the session as the customer's `action` (or the bank's, for a debit in progress)
+    would and return the events, in order."""
+    if action in _LATER:
+        return _settle_debit(state, session, succeeded=action is Action.DEBIT_SUCCEEDS)
     if not session.is_open:
         raise SessionNotOpenError(session)
     if action is not Action.EXPIRE and session.obj["expires_at"] <= state.now():
@@ -103,6 +115,8 @@ def apply_action(state: SimulatorState, session: SessionRecord, action: Action) 
         raise SessionNotOpenError(session, status="expired")
     if action is Action.PAY:
         return _pay(state, session)
+    if action is Action.DEBIT:
+        return _debit(state, session)
     if action is Action.DECLINE:
         return _decline(state, session)
     if action is Action.EXPIRE:
@@ -115,31 +129,78 @@ def apply_action(state: SimulatorState, session: SessionRecord, action: Action) 
     return []  # Stripe says nothing when the customer just leaves.
 
 
+def debit_in_progress(state: SimulatorState, session: SessionRecord) -> bool:
+    """Whether the session completed with a bank debit whose outcome is still to come."""
+    intent = state.payment_intents.get(session.obj["payment_intent"] or "")
+    return intent is not None and intent["status"] == "processing"
+
+
 def _pay(state: SimulatorState, session: SessionRecord) -> list[Change]:
     intent = _payment_intent(state, session)
-    intent.update(
-        status="succeeded",
-        amount_received=intent["amount"],
-        latest_charge=new_id("ch_"),
-        last_payment_error=None,
-    )
-    session.obj.update(status="complete", payment_status="paid", url=None)
-    return [("payment_intent.succeeded", intent), ("checkout.session.completed", session.obj)]
+    charges.charge_intent(state, intent, charges.visa(), "succeeded")
+    _intent_succeeded(intent)
+    _complete(session, payment_status="paid")
+    return [
+        Change("payment_intent.succeeded", intent),
+        Change("checkout.session.completed", session.obj),
+    ]
+
+
+def _debit(state: SimulatorState, session: SessionRecord) -> list[Change]:
+    kind = charges.bank_debit_of(session.obj)
+    if kind is None:
+        raise NoDebitError(f"Checkout Session {session.id} offers no bank debit.")
+    intent = _payment_intent(state, session)
+    charges.charge_intent(state, intent, charges.bank_account(kind), "pending")
+    intent.update(status="processing", last_payment_error=None)
+    _complete(session, payment_status="unpaid")
+    return [
+        Change("payment_intent.processing", intent),
+        Change("checkout.session.completed", session.obj),
+    ]
+
+
+def _settle_debit(state: SimulatorState, session: SessionRecord, succeeded: bool) -> list[Change]:
+    if not debit_in_progress(state, session):
+        raise NoDebitError(f"Checkout Session {session.id} has no bank debit in progress.")
+    intent = state.payment_intents[session.obj["payment_intent"]]
+    charged = charges.of_intent(state, intent)
+    if succeeded:
+        charges.succeed(charged)
+        _intent_succeeded(intent)
+        session.obj["payment_status"] = "paid"
+        return [
+            Change("payment_intent.succeeded", intent),
+            Change("checkout.session.async_payment_succeeded", session.obj),
+        ]
+    error = charges.fail(charged, *charges.DEBIT_FAILURE)
+    intent.update(status="requires_payment_method", last_payment_error=error, payment_method=None)
+    return [
+        Change("payment_intent.payment_failed", intent),
+        Change("checkout.session.async_payment_failed", session.obj),
+    ]
 
 
 def _decline(state: SimulatorState, session: SessionRecord) -> list[Change]:
     intent = _payment_intent(state, session)
-    intent.update(
-        status="requires_payment_method",
-        latest_charge=new_id("ch_"),
-        last_payment_error={
-            "type": "card_error",
-            "code": "card_declined",
-            "decline_code": "generic_decline",
-            "message": "Your card was declined.",
-        },
+    charged = charges.charge_intent(state, intent, charges.visa("0002"), "failed")
+    error = charges.fail(charged, *charges.CARD_DECLINE)
+    intent.update(status="requires_payment_method", last_payment_error=error, payment_method=None)
+    return [Change("payment_intent.payment_failed", intent)]
+
+
+def _intent_succeeded(intent: JSONObject) -> None:
+    intent.update(status="succeeded", amount_received=intent["amount"], last_payment_error=None)
+
+
+def _complete(session: SessionRecord, *, payment_status: str) -> None:
+    """The customer finished Checkout: the session can never be paid again."""
+    session.obj.update(
+        status="complete",
+        payment_status=payment_status,
+        url=None,
+        customer_details=resources.customer_details(session.obj["customer_email"]),
     )
-    return [("payment_intent.payment_failed", intent)]
 
 
 def _expire(state: SimulatorState, session: SessionRecord) -> list[Change]:
@@ -148,9 +209,9 @@ def _expire(state: SimulatorState, session: SessionRecord) -> list[Change]:
     if intent_id is not None:
         intent = state.payment_intents[intent_id]
         intent.update(status="canceled", canceled_at=state.now(), cancellation_reason="abandoned")
-        changes.append(("payment_intent.canceled", intent))
+        changes.append(Change("payment_intent.canceled", intent))
     session.obj.update(status="expired", url=None)
-    changes.append(("checkout.session.expired", session.obj))
+    changes.append(Change("checkout.session.expired", session.obj))
     return changes
 
 
@@ -159,26 +220,31 @@ def _payment_intent(state: SimulatorState, session: SessionRecord) -> JSONObject
     existing = session.obj["payment_intent"]
     if existing is not None:
         return state.payment_intents[existing]
-    intent: JSONObject = {
-        "id": new_id("pi_"),
-        "object": "payment_intent",
-        "amount": session.obj["amount_total"],
-        "amount_received": 0,
-        "canceled_at": None,
-        "cancellation_reason": None,
-        "created": state.now(),
-        "currency": session.obj["currency"],
-        "description": None,
-        "last_payment_error": None,
-        "latest_charge": None,
-        "livemode": False,
-        "metadata": dict(session.payment_intent_metadata),
-        "payment_method_types": ["card"],
-        "status": "requires_payment_method",
-    }
+    obj = session.obj
+    intent = resources.payment_intent(
+        amount=obj["amount_total"],
+        currency=obj["currency"],
+        metadata=session.payment_intent_metadata,
+        methods=obj["payment_method_types"],
+        now=state.now(),
+    )
     state.payment_intents[intent["id"]] = intent
-    session.obj["payment_intent"] = intent["id"]
+    obj["payment_intent"] = intent["id"]
     return intent
+
+
+def _method_types(raw: Any, currency: str) -> list[str]:
+    if raw is None:
+        return charges.payment_method_types(currency)
+    if not isinstance(raw, list) or not raw or not all(isinstance(t, str) for t in raw):
+        raise invalid_param("payment_method_types", "payment_method_types must be a list.")
+    known = ("card", *charges.BANK_DEBITS.values())
+    for kind in raw:
+        if kind not in known:
+            raise invalid_param(
+                "payment_method_types", f"The simulator offers only {', '.join(known)}."
+            )
+    return list(raw)
 
 
 def _line_items(raw: Any) -> tuple[str, int]:

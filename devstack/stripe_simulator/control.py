@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .checkout import Action, SessionNotOpenError
+from .checkout import Action, ActionRefusedError
 from .errors import StripeApiError, json_response
 from .rate_limits import RateLimiter, RateLimitSettings
 from .simulator import SIMULATOR
@@ -31,7 +31,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/_sim/refunds", list_refunds)
     app.router.add_post("/_sim/refunds/settings", set_refund_settings)
     app.router.add_post("/_sim/refunds/{id}/{outcome}", settle_refund)
+    app.router.add_get("/_sim/disputes", list_disputes)
     app.router.add_post("/_sim/disputes", open_dispute)
+    app.router.add_post("/_sim/disputes/{id}/evidence", submit_evidence)
     app.router.add_post("/_sim/disputes/{id}/close", close_dispute)
 
 
@@ -59,8 +61,8 @@ async def act_on_session(request: web.Request) -> web.Response:
         session, events = simulator.perform(request.match_info["id"], action, deliver=deliver)
     except StripeApiError as exc:
         return exc.response()
-    except SessionNotOpenError as exc:
-        return _error(409, str(exc), code="checkout_session_not_open")
+    except ActionRefusedError as exc:
+        return _error(409, str(exc), code=exc.code)
     return json_response({"session": session.obj, "events": events})
 
 
@@ -178,8 +180,11 @@ async def list_refunds(request: web.Request) -> web.Response:
 
 
 async def set_refund_settings(request: web.Request) -> web.Response:
-    """`{"settle_after_ms": N or null, "fail_next": N}`: null leaves new refunds pending until
-    /_sim/refunds/{id}/succeed|fail; `fail_next` makes the next N refunds fail."""
+    """`{"settle_after_ms": N or null, "fail_next": N}`: 0 (the default) answers a card refund
+    `succeeded` at once, as Stripe does; N > 0 makes new refunds `pending` for N ms; null leaves
+    them pending until /_sim/refunds/{id}/succeed|fail. `fail_next` makes the next N refunds
+    fail (one that succeeded at once fails right after). /_sim/refunds/{id}/fail also fails a
+    succeeded refund."""
     body = await _json_body(request)
     settings = request.app[SIMULATOR].state.refund_settings
     delay = body.get("settle_after_ms", settings.settle_after_ms)
@@ -204,26 +209,51 @@ async def settle_refund(request: web.Request) -> web.Response:
     return json_response({"refund": simulator.refund(request.match_info["id"]), "events": events})
 
 
+async def list_disputes(request: web.Request) -> web.Response:
+    """Every dispute, oldest first; `?payment_intent=pi_...` filters."""
+    disputes = list(request.app[SIMULATOR].state.disputes.values())
+    if "payment_intent" in request.query:
+        disputes = [d for d in disputes if d["payment_intent"] == request.query["payment_intent"]]
+    return json_response({"object": "list", "data": disputes, "count": len(disputes)})
+
+
 async def open_dispute(request: web.Request) -> web.Response:
-    """`{"session": "cs_test_..."}`: the paid session's charge is disputed (needs_response)."""
-    session_id = (await _json_body(request)).get("session")
+    """`{"session": "cs_test_...", "inquiry": false}`: the paid session's charge is disputed, by
+    a chargeback (`needs_response`) or, with `"inquiry": true`, an inquiry
+    (`warning_needs_response`)."""
+    body = await _json_body(request)
+    session_id, inquiry = body.get("session"), body.get("inquiry", False)
     if not isinstance(session_id, str):
         return _error(400, "session must be a Checkout Session id")
+    if not isinstance(inquiry, bool):
+        return _error(400, "inquiry must be a boolean")
     try:
-        dispute, events = request.app[SIMULATOR].open_dispute(session_id)
+        dispute, events = request.app[SIMULATOR].open_dispute(session_id, inquiry=inquiry)
     except StripeApiError as exc:
         return exc.response()
     return json_response({"dispute": dispute, "events": events})
 
 
-async def close_dispute(request: web.Request) -> web.Response:
-    """`{"outcome": "won" | "lost"}`."""
-    outcome = (await _json_body(request)).get("outcome")
+async def submit_evidence(request: web.Request) -> web.Response:
+    """The merchant submits evidence: `under_review` (`warning_under_review` for an inquiry)."""
+    simulator = request.app[SIMULATOR]
     try:
-        events = request.app[SIMULATOR].close_dispute(request.match_info["id"], str(outcome))
+        events = simulator.submit_evidence(request.match_info["id"])
     except StripeApiError as exc:
         return exc.response()
-    return json_response({"events": events})
+    return json_response({"dispute": simulator.dispute(request.match_info["id"]), "events": events})
+
+
+async def close_dispute(request: web.Request) -> web.Response:
+    """`{"outcome": "won" | "lost"}` for a chargeback, `{"outcome": "warning_closed"}` for an
+    inquiry."""
+    outcome = (await _json_body(request)).get("outcome")
+    simulator = request.app[SIMULATOR]
+    try:
+        events = simulator.close_dispute(request.match_info["id"], str(outcome))
+    except StripeApiError as exc:
+        return exc.response()
+    return json_response({"dispute": simulator.dispute(request.match_info["id"]), "events": events})
 
 
 async def reset(request: web.Request) -> web.Response:

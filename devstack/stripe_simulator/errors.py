@@ -7,6 +7,16 @@ from typing import Any
 
 from aiohttp import web
 
+# Stripe's own error codes among those the simulator answers: Stripe links each to its page.
+DOCUMENTED_CODES = frozenset(
+    {
+        "amount_too_large", "amount_too_small", "api_key_invalid", "charge_already_refunded",
+        "charge_disputed", "charge_not_refundable", "idempotency_key_in_use",
+        "invalid_charge_amount", "parameter_invalid", "parameter_missing", "parameter_unknown",
+        "rate_limit", "resource_missing",
+    }
+)  # fmt: skip
+
 
 class StripeApiError(Exception):
     """An error answered as `{"error": {...}}`, the way Stripe's API answers it.
@@ -37,6 +47,8 @@ class StripeApiError(Exception):
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"type": self.type, "message": self.message, "code": self.code}
+        if self.code in DOCUMENTED_CODES:
+            error["doc_url"] = f"https://stripe.com/docs/error-codes/{self.code.replace('_', '-')}"
         if self.param is not None:
             error["param"] = self.param
         return {"error": error}

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .state import JSONObject, new_id
 
-API_VERSION = "2025-09-30.clover"
+# The version of the stripe SDK the project pins (stripe.api_version): the webhook endpoint is
+# created with it, so Stripe sends every event in it.
+API_VERSION = "2026-10-28.endive"
+
+
+class Change(NamedTuple):
+    """An event to send: its type, the object it is about and, for `*.updated` events, the
+    values the changed fields had before (`data.previous_attributes`)."""
+
+    type: str
+    obj: JSONObject
+    previous: JSONObject | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,22 +31,24 @@ class RequestInfo:
 
 
 def build_event(
-    type_: str,
-    obj: JSONObject,
+    change: Change,
     *,
     created: int,
     pending_webhooks: int,
     request: RequestInfo | None = None,
 ) -> JSONObject:
     request = request or RequestInfo()
+    data: JSONObject = {"object": copy.deepcopy(change.obj)}
+    if change.previous is not None:
+        data["previous_attributes"] = copy.deepcopy(change.previous)
     return {
         "id": new_id("evt_"),
         "object": "event",
         "api_version": API_VERSION,
         "created": created,
-        "data": {"object": copy.deepcopy(obj)},
+        "data": data,
         "livemode": False,
         "pending_webhooks": pending_webhooks,
         "request": {"id": request.id, "idempotency_key": request.idempotency_key},
-        "type": type_,
+        "type": change.type,
     }

@@ -2,7 +2,8 @@
 pending ride's link still opens) and its idempotency keys (a redelivered ride event still gets
 the same session).
 
-The state is written as one JSON file, atomically (a temporary file renamed over it), within a
+Charges, refunds and disputes are kept too (format 2; a format 1 file has none). The state is
+written as one JSON file, atomically (a temporary file renamed over it), within a
 second of a change and once more at shutdown; a kill -9 loses at most that last second.
 """
 
@@ -19,7 +20,8 @@ from .state import Delivery, EventRecord, JSONObject, SessionRecord, SimulatorSt
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added charges, refunds and disputes
+_READABLE_VERSIONS = (1, 2)
 KEPT_EVENTS = 1_000  # the newest; older ones only matter to /_sim/events
 SAVE_EVERY_S = 1.0
 
@@ -32,6 +34,9 @@ def snapshot(state: SimulatorState) -> JSONObject:
             for s in state.sessions.values()
         ],
         "paymentIntents": list(state.payment_intents.values()),
+        "charges": list(state.charges.values()),
+        "refunds": list(state.refunds.values()),
+        "disputes": list(state.disputes.values()),
         "events": [
             {"event": r.event, "sessionId": r.session_id, "delivery": r.delivery.to_json()}
             for r in state.events[-KEPT_EVENTS:]
@@ -51,13 +56,16 @@ def snapshot(state: SimulatorState) -> JSONObject:
 
 
 def restore(state: SimulatorState, document: dict[str, Any]) -> None:
-    if document.get("version") != FORMAT_VERSION:
+    if document.get("version") not in _READABLE_VERSIONS:
         raise ValueError(f"unknown state format {document.get('version')!r}")
     for item in document["sessions"]:
         session = SessionRecord(item["obj"], item["paymentIntentMetadata"])
         state.sessions[session.id] = session
     for intent in document["paymentIntents"]:
         state.payment_intents[intent["id"]] = intent
+    kept = {"charges": state.charges, "refunds": state.refunds, "disputes": state.disputes}
+    for kind, objects in kept.items():
+        objects.update((obj["id"], obj) for obj in document.get(kind, []))
     for item in document["events"]:
         delivery = Delivery(item["delivery"]["status"], item["delivery"]["attempts"])
         if delivery.status == "pending":  # its delivery died with the previous process

@@ -1,4 +1,10 @@
-"""Refunds and disputes of a paid PaymentIntent, as Stripe checks and reports them.
+"""Refunds of a paid PaymentIntent, as Stripe checks and reports them.
+
+A card refund is usually `succeeded` in the create call's answer (`refund.created` and
+`charge.refunded` follow); a bank debit's stays `pending` for a while. Either can fail later,
+even after it succeeded: the money came back to the account. Since API version 2022-11-15 a
+charge carries no `refunds` list unless a request expands it, and webhooks never do:
+`charge.refunded` says the total in `amount_refunded`.
 
 Synchronous on purpose, like checkout.py: a change and the events describing it happen without
 an `await` in between.
@@ -8,93 +14,68 @@ from __future__ import annotations
 
 from typing import Any
 
-from .checkout import Change
+from . import charges, resources
 from .errors import StripeApiError, invalid_param, missing_param, no_such
-from .state import JSONObject, SessionRecord, SimulatorState, new_id
+from .events import Change
+from .state import JSONObject, SimulatorState, new_id
 
 REFUND_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
+FAILURE_REASON = "expired_or_canceled_card"
 _REFUND_PARAMS = frozenset({"payment_intent", "charge", "amount", "reason", "metadata", "expand"})
+_CHARGEBACK_OPEN = frozenset({"needs_response", "under_review", "lost"})
 
 
-def create_refund(state: SimulatorState, params: JSONObject) -> tuple[JSONObject, list[Change]]:
-    """A pending refund of a succeeded PaymentIntent, refused as Stripe refuses it."""
+def create_refund(
+    state: SimulatorState, params: JSONObject, *, at_once: bool
+) -> tuple[JSONObject, list[Change]]:
+    """A refund of a succeeded PaymentIntent, refused as Stripe refuses it: `succeeded` at once
+    when `at_once` and the charge is a card's, `pending` otherwise."""
     for name in params:
         if name not in _REFUND_PARAMS:
             raise invalid_param(name, f"Received unknown parameter: {name}", "parameter_unknown")
     intent = _refundable_intent(state, params)
-    remaining = intent["amount_received"] - _amount_held(state, intent["id"])
-    if remaining <= 0:
-        raise StripeApiError(
-            400,
-            f"Charge {intent['latest_charge']} has already been refunded.",
-            code="charge_already_refunded",
-        )
-    amount = remaining if params.get("amount") is None else _positive_int(params["amount"])
-    if amount > remaining:
-        raise StripeApiError(
-            400,
-            f"Refund amount ({amount}) is greater than unrefunded amount on charge ({remaining})",
-            code="amount_too_large",
-            param="amount",
-        )
+    charged = charges.of_intent(state, intent)
+    _refuse_charged_back(state, charged)
+    amount = _amount(state, intent, params.get("amount"))
     reason = params.get("reason")
     if reason is not None and reason not in REFUND_REASONS:
         raise invalid_param("reason", f"Invalid reason: must be one of {sorted(REFUND_REASONS)}")
-    refund: JSONObject = {
-        "id": new_id("re_"),
-        "object": "refund",
-        "amount": amount,
-        "charge": intent["latest_charge"],
-        "created": state.now(),
-        "currency": intent["currency"],
-        "failure_reason": None,
-        "metadata": _metadata(params.get("metadata")),
-        "payment_intent": intent["id"],
-        "reason": reason,
-        "status": "pending",
-    }
+    refund = resources.refund(
+        charged,
+        amount=amount,
+        reason=reason,
+        metadata=_metadata(params.get("metadata")),
+        now=state.now(),
+    )
     state.refunds[refund["id"]] = refund
-    return refund, [("refund.created", refund)]
+    if not (at_once and is_card(state, refund)):
+        return refund, [Change("refund.created", refund)]
+    _succeed(state, refund)
+    return refund, [Change("refund.created", refund), Change("charge.refunded", charged)]
+
+
+def is_card(state: SimulatorState, refund: JSONObject) -> bool:
+    return bool(state.charges[refund["charge"]]["payment_method_details"]["type"] == "card")
 
 
 def settle_refund(state: SimulatorState, refund: JSONObject, succeed: bool) -> list[Change]:
-    """A pending refund succeeds (refund.updated, charge.refunded) or fails (refund.failed)."""
-    if refund["status"] != "pending":
-        raise StripeApiError(400, f"Refund {refund['id']} is {refund['status']}, not pending.")
-    if not succeed:
-        refund.update(status="failed", failure_reason="lost_or_stolen_card")
-        return [("refund.failed", refund)]
-    refund["status"] = "succeeded"
-    return [("refund.updated", refund), ("charge.refunded", _charge(state, refund))]
-
-
-def open_dispute(state: SimulatorState, session: SessionRecord) -> tuple[JSONObject, list[Change]]:
-    intent = state.payment_intents.get(session.obj["payment_intent"] or "")
-    if intent is None or intent["status"] != "succeeded":
-        raise StripeApiError(400, f"Checkout Session {session.id} is not paid.")
-    dispute: JSONObject = {
-        "id": new_id("dp_"),
-        "object": "dispute",
-        "amount": intent["amount_received"],
-        "charge": intent["latest_charge"],
-        "created": state.now(),
-        "currency": intent["currency"],
-        "metadata": {},
-        "payment_intent": intent["id"],
-        "reason": "fraudulent",
-        "status": "needs_response",
-    }
-    state.disputes[dispute["id"]] = dispute
-    return dispute, [("charge.dispute.created", dispute)]
-
-
-def close_dispute(dispute: JSONObject, outcome: str) -> list[Change]:
-    if outcome not in ("won", "lost"):
-        raise invalid_param("outcome", "outcome must be won or lost")
-    if dispute["status"] in ("won", "lost"):
-        raise StripeApiError(400, f"Dispute {dispute['id']} is already closed.")
-    dispute["status"] = outcome
-    return [("charge.dispute.closed", dispute)]
+    """A pending refund succeeds (refund.updated, charge.refunded) or fails (refund.failed); a
+    succeeded one can still fail (refund.updated from `succeeded`, refund.failed)."""
+    status = refund["status"]
+    if status != "pending" and not (status == "succeeded" and not succeed):
+        verb = "succeed" if succeed else "fail"
+        raise StripeApiError(400, f"Refund {refund['id']} is {status}: it cannot {verb}.")
+    if succeed:
+        _succeed(state, refund)
+        previous = {"status": "pending", "balance_transaction": None}
+        charged = state.charges[refund["charge"]]
+        return [Change("refund.updated", refund, previous), Change("charge.refunded", charged)]
+    if status == "pending":
+        refund.update(status="failed", failure_reason=FAILURE_REASON)
+        return [Change("refund.failed", refund)]
+    _fail_after_success(state, refund)
+    previous = {"status": "succeeded", "failure_balance_transaction": None}
+    return [Change("refund.updated", refund, previous), Change("refund.failed", refund)]
 
 
 def session_of_intent(state: SimulatorState, intent_id: str) -> str:
@@ -103,6 +84,30 @@ def session_of_intent(state: SimulatorState, intent_id: str) -> str:
         if session.obj["payment_intent"] == intent_id:
             return session.id
     return intent_id
+
+
+def _succeed(state: SimulatorState, refund: JSONObject) -> None:
+    refund.update(status="succeeded", balance_transaction=new_id("txn_"))
+    _count_refunds(state, state.charges[refund["charge"]])
+
+
+def _fail_after_success(state: SimulatorState, refund: JSONObject) -> None:
+    """The money came back: the refund no longer counts in the charge's `amount_refunded`."""
+    refund.update(
+        status="failed",
+        failure_reason=FAILURE_REASON,
+        failure_balance_transaction=new_id("txn_"),
+    )
+    _count_refunds(state, state.charges[refund["charge"]])
+
+
+def _count_refunds(state: SimulatorState, charged: JSONObject) -> None:
+    refunded = sum(
+        r["amount"]
+        for r in state.refunds.values()
+        if r["charge"] == charged["id"] and r["status"] == "succeeded"
+    )
+    charged.update(amount_refunded=refunded, refunded=refunded >= charged["amount"])
 
 
 def _refundable_intent(state: SimulatorState, params: JSONObject) -> JSONObject:
@@ -127,30 +132,41 @@ def _refundable_intent(state: SimulatorState, params: JSONObject) -> JSONObject:
     return intent
 
 
+def _refuse_charged_back(state: SimulatorState, charged: JSONObject) -> None:
+    for dispute in state.disputes.values():
+        if dispute["charge"] == charged["id"] and dispute["status"] in _CHARGEBACK_OPEN:
+            raise StripeApiError(
+                400,
+                f"Charge {charged['id']} has been charged back; cannot issue a refund.",
+                code="charge_disputed",
+            )
+
+
+def _amount(state: SimulatorState, intent: JSONObject, raw: Any) -> int:
+    remaining = intent["amount_received"] - _amount_held(state, intent["id"])
+    if remaining <= 0:
+        raise StripeApiError(
+            400,
+            f"Charge {intent['latest_charge']} has already been refunded.",
+            code="charge_already_refunded",
+        )
+    amount = remaining if raw is None else _positive_int(raw)
+    if amount > remaining:
+        raise StripeApiError(
+            400,
+            f"Refund amount ({amount}) is greater than unrefunded amount on charge ({remaining})",
+            code="amount_too_large",
+            param="amount",
+        )
+    return amount
+
+
 def _amount_held(state: SimulatorState, intent_id: str) -> int:
     return sum(
         refund["amount"]
         for refund in state.refunds.values()
         if refund["payment_intent"] == intent_id and refund["status"] in ("pending", "succeeded")
     )
-
-
-def _charge(state: SimulatorState, refund: JSONObject) -> JSONObject:
-    intent = state.payment_intents[refund["payment_intent"]]
-    refunds = [r for r in state.refunds.values() if r["payment_intent"] == intent["id"]]
-    refunded = sum(r["amount"] for r in refunds if r["status"] == "succeeded")
-    return {
-        "id": intent["latest_charge"],
-        "object": "charge",
-        "amount": intent["amount_received"],
-        "amount_refunded": refunded,
-        "currency": intent["currency"],
-        "metadata": dict(intent["metadata"]),
-        "payment_intent": intent["id"],
-        "refunded": refunded >= intent["amount_received"],
-        "refunds": {"object": "list", "data": refunds, "has_more": False},
-        "status": "succeeded",
-    }
 
 
 def _positive_int(raw: Any) -> int:

@@ -5,19 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 
 from aiohttp import web
 
-from . import refunds
-from .checkout import Action, Change, apply_action, create_session
+from . import disputes, payment_intents, refunds
+from .checkout import Action, apply_action, create_session
 from .config import SimulatorConfig
-from .errors import no_such
-from .events import RequestInfo, build_event
+from .errors import StripeApiError, no_such
+from .events import Change, RequestInfo, build_event
 from .state import Delivery, EventRecord, JSONObject, SessionRecord, SimulatorState
 from .webhooks import WebhookDeliverer
 
 log = logging.getLogger(__name__)
+
+# A bank debit's refund is not instant even when card refunds are.
+BANK_REFUND_SETTLE_MS = 200
 
 
 class Simulator:
@@ -59,18 +62,26 @@ class Simulator:
             self.perform(session.id, Action.EXPIRE)
         return len(due)
 
+    def create_payment_intent(self, params: JSONObject, request: RequestInfo) -> JSONObject:
+        intent, changes = payment_intents.create(self.state, params)
+        self._emit(intent["id"], changes, deliver=True, request=request)
+        return intent
+
     def create_refund(self, params: JSONObject, request: RequestInfo) -> JSONObject:
-        """A pending refund, settled later: after the configured delay, or when told."""
-        refund, changes = refunds.create_refund(self.state, params)
-        self._emit_for_intent(refund, changes, request=request)
+        """A refund, settled as RefundSettings say: at once, later, or when told."""
         settings = self.state.refund_settings
+        at_once = settings.settle_after_ms == 0
+        refund, changes = refunds.create_refund(self.state, params, at_once=at_once)
+        self._emit_for_intent(refund, changes, request=request)
         succeed = settings.fail_next <= 0
         settings.fail_next = max(0, settings.fail_next - 1)
+        if refund["status"] == "succeeded" and succeed:
+            return refund
         delay_ms = settings.settle_after_ms
+        if delay_ms == 0 and refund["status"] == "pending":
+            delay_ms = BANK_REFUND_SETTLE_MS
         if delay_ms is not None:
-            task = asyncio.create_task(self._settle_later(refund, succeed, delay_ms))
-            self._settlements.add(task)
-            task.add_done_callback(self._settlements.discard)
+            self._later(self._settle_later(refund["id"], succeed, delay_ms))
         return refund
 
     def refund(self, refund_id: str) -> JSONObject:
@@ -79,24 +90,48 @@ class Simulator:
             raise no_such("refund", refund_id, "refund")
         return refund
 
+    def charge(self, charge_id: str) -> JSONObject:
+        charged = self.state.charges.get(charge_id)
+        if charged is None:
+            raise no_such("charge", charge_id, "charge")
+        return charged
+
     def settle_refund(self, refund_id: str, *, succeed: bool) -> list[JSONObject]:
         refund = self.refund(refund_id)
         return self._emit_for_intent(refund, refunds.settle_refund(self.state, refund, succeed))
 
-    def open_dispute(self, session_id: str) -> tuple[JSONObject, list[JSONObject]]:
-        dispute, changes = refunds.open_dispute(self.state, self.session(session_id))
+    def open_dispute(
+        self, session_id: str, *, inquiry: bool
+    ) -> tuple[JSONObject, list[JSONObject]]:
+        session = self.session(session_id)
+        dispute, changes = disputes.open_dispute(self.state, session, inquiry=inquiry)
         return dispute, self._emit_for_intent(dispute, changes)
 
-    def close_dispute(self, dispute_id: str, outcome: str) -> list[JSONObject]:
+    def dispute(self, dispute_id: str) -> JSONObject:
         dispute = self.state.disputes.get(dispute_id)
         if dispute is None:
             raise no_such("dispute", dispute_id, "dispute")
-        return self._emit_for_intent(dispute, refunds.close_dispute(dispute, outcome))
+        return dispute
 
-    async def _settle_later(self, refund: JSONObject, succeed: bool, after_ms: int) -> None:
+    def submit_evidence(self, dispute_id: str) -> list[JSONObject]:
+        dispute = self.dispute(dispute_id)
+        return self._emit_for_intent(dispute, disputes.submit_evidence(dispute))
+
+    def close_dispute(self, dispute_id: str, outcome: str) -> list[JSONObject]:
+        dispute = self.dispute(dispute_id)
+        return self._emit_for_intent(dispute, disputes.close_dispute(self.state, dispute, outcome))
+
+    def _later(self, work: Coroutine[None, None, None]) -> None:
+        task = asyncio.create_task(work)
+        self._settlements.add(task)
+        task.add_done_callback(self._settlements.discard)
+
+    async def _settle_later(self, refund_id: str, succeed: bool, after_ms: int) -> None:
         await asyncio.sleep(after_ms / 1000)
-        if refund["status"] == "pending":  # not settled through the control API meanwhile
-            self.settle_refund(refund["id"], succeed=succeed)
+        try:
+            self.settle_refund(refund_id, succeed=succeed)
+        except StripeApiError:  # settled through the control API meanwhile
+            log.info("refund %s was settled before its time", refund_id)
 
     def _emit_for_intent(
         self, obj: JSONObject, changes: list[Change], request: RequestInfo | None = None
@@ -116,10 +151,9 @@ class Simulator:
     ) -> list[JSONObject]:
         endpoint = deliver and self.state.webhook.url is not None
         events = []
-        for type_, obj in changes:
+        for change in changes:
             event = build_event(
-                type_,
-                obj,
+                change,
                 created=self.state.now(),
                 pending_webhooks=1 if endpoint else 0,
                 request=request,

@@ -89,10 +89,13 @@ class Faults:
 
 @dataclass(slots=True)
 class RefundSettings:
-    """How new refunds end: after `settle_after_ms` (None: only when told, through the control
-    API), succeeding unless `fail_next` says the next ones fail."""
+    """How new refunds end. `settle_after_ms` 0: a card refund is `succeeded` in the create
+    call's answer, as at Stripe (a bank debit's settles after BANK_REFUND_SETTLE_MS); N: every
+    refund is `pending` and settles after N ms; None: pending until told, through the control
+    API. `fail_next` makes the next refunds fail (a card refund at once fails right after it
+    succeeded: the money came back)."""
 
-    settle_after_ms: int | None = 200
+    settle_after_ms: int | None = 0
     fail_next: int = 0
 
     def to_json(self) -> JSONObject:
@@ -118,6 +121,7 @@ class SimulatorState:
         self.clock = clock
         self.sessions: dict[str, SessionRecord] = {}
         self.payment_intents: dict[str, JSONObject] = {}
+        self.charges: dict[str, JSONObject] = {}
         self.refunds: dict[str, JSONObject] = {}
         self.disputes: dict[str, JSONObject] = {}
         self.refund_settings = RefundSettings()
@@ -138,6 +142,7 @@ class SimulatorState:
         """Forget everything and return to the startup configuration."""
         self.sessions.clear()
         self.payment_intents.clear()
+        self.charges.clear()
         self.refunds.clear()
         self.disputes.clear()
         self.refund_settings = RefundSettings()

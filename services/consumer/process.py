@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from shared.announcements import announce_payment_url
 from shared.bus import NotificationBus
-from shared.model import PaymentStatus, RideEvent, to_minor_units
+from shared.model import PaymentStatus, RideEvent, chargeable_amount
 from shared.store import Payment, PaymentStore
 from shared.stripe_gateway import CheckoutRequest, StripeGateway, expires_at_of
 
@@ -50,7 +50,8 @@ class PaymentCreator:
         self._checkout = checkout
 
     async def create(self, event: RideEvent) -> Outcome:
-        amount = to_minor_units(event.fare, self._checkout.currency)
+        # A fare Stripe would refuse is refused here, before a record or a session exists.
+        amount = chargeable_amount(event.fare, self._checkout.currency)
         payment = await self._store.reserve(
             event.ride_id, event.user_id, amount, self._checkout.currency
         )

@@ -20,7 +20,9 @@ from aiohttp import web
 from prometheus_client import Counter, Histogram
 
 from services.webhook.api_auth import bearer_token_auth
+from services.webhook.api_versions import API_VERSIONS
 from services.webhook.checkout_links import CheckoutLinks, Redirects
+from services.webhook.duplicate_refunds import DuplicateRefunds, apply_duplicate_refund_event
 from services.webhook.events import MalformedEvent, StripeEvent, interpret, metric_label
 from services.webhook.payments_api import payments_api_routes
 from services.webhook.reconciler import Reconciler
@@ -44,11 +46,21 @@ logger = logging.getLogger(__name__)
 DEFAULT_PORT = 9090
 WEBHOOK_PATH = "/payment-service/webhook"
 MAX_BODY_BYTES = 512 * 1024
+# Stripe sends a body in well under a second.
+BODY_TIMEOUT_S = 10.0
+# Connections the public port holds at once. Each may hold a body of up to MAX_BODY_BYTES
+# (1.5 times that in memory while it is read): 75 MiB at most, which fits the pod's 256 Mi
+# beside the process's own 90, with room. Stripe keeps far fewer deliveries in flight.
+PUBLIC_MOST_CONNECTIONS = 100
+INTERNAL_MOST_CONNECTIONS = 1000
 PROCESSED_EVENTS_COLLECTION = "processed_events"
 
 EVENTS = Counter("payments_webhook_events_total", "Stripe events received", ["type", "outcome"])
 SIGNATURE_FAILURES = Counter("payments_webhook_signature_failures_total", "Deliveries refused")
 OVERSIZED = Counter("payments_webhook_oversized_bodies_total", "Bodies refused for their size")
+SLOW_BODIES = Counter(
+    "payments_webhook_slow_bodies_total", "Bodies not all there within BODY_TIMEOUT_S: 408"
+)
 LATENCY = Histogram(
     "payments_webhook_request_seconds",
     "Time to answer a webhook delivery",
@@ -60,6 +72,7 @@ PROCESSED = web.AppKey("processed", ProcessedEvents)
 BUS = web.AppKey("bus", NotificationBus)
 RELAY = web.AppKey("relay", OutboxRelay)
 LINKS: web.AppKey[CheckoutLinks | None] = web.AppKey("links")
+DUPLICATES: web.AppKey[DuplicateRefunds] = web.AppKey("duplicates")
 SECRETS: web.AppKey[list[str]] = web.AppKey("secrets")
 BACKGROUND: web.AppKey[dict[str, Callable[[], bool]]] = web.AppKey("background")
 
@@ -123,6 +136,9 @@ def _adapters(settings: Settings) -> Callable[[web.Application], AsyncIterator[N
             reconciler = _reconciler(settings, store, gateway, relay)
             loops.append(asyncio.create_task(reconciler.run(settings.reconcile_interval_s)))
             app[BACKGROUND]["reconciler"] = lambda: reconciler.running
+            duplicates = app[DUPLICATES] = await _duplicate_refunds(store, gateway, app[BUS])
+            loops.append(asyncio.create_task(duplicates.run(settings.reconcile_interval_s)))
+            app[BACKGROUND]["duplicate-refunds"] = lambda: duplicates.running
         yield
         for loop in loops:
             loop.cancel()
@@ -130,6 +146,8 @@ def _adapters(settings: Settings) -> Callable[[web.Application], AsyncIterator[N
         await relay.close()
         if links is not None:
             await links.close()
+        if DUPLICATES in app:
+            await app[DUPLICATES].close()
         if gateway is not None:
             await gateway.close()
         await app[BUS].close()
@@ -156,6 +174,18 @@ def _checkout_links(
         return None
     redirects = Redirects(settings.success_redirect_url, settings.cancel_redirect_url)
     return CheckoutLinks(store, gateway, bus, redirects)
+
+
+async def _duplicate_refunds(
+    store: PaymentStore, gateway: StripeGateway, bus: NotificationBus
+) -> DuplicateRefunds:
+    owner = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    duplicates = DuplicateRefunds(store, gateway, bus, store.lease("duplicate-refunds", owner, 120))
+    try:
+        await duplicates.ensure_indexes()
+    except Exception as error:  # MongoDB may come up after us: readiness will say so
+        logger.warning("could not create indexes at start", extra={"error": str(error)})
+    return duplicates
 
 
 def _reconciler(
@@ -217,6 +247,7 @@ async def _receive_event(request: web.Request) -> web.Response:
         EVENTS.labels("unknown", "malformed").inc()
         logger.warning("signed webhook body is not a Stripe event", extra={"error": str(error)})
         return _error(400, f"malformed event: {error}")
+    API_VERSIONS.note(event.api_version, event.id, event.type)
     event_label = metric_label(event.type)
     change = update or money_back
     if change is None:
@@ -225,7 +256,9 @@ async def _receive_event(request: web.Request) -> web.Response:
     log = {"rideId": change.ride_id, "eventId": event.id, "eventType": event.type}
     try:
         if money_back is not None:
-            applied = await apply_money_back(app[STORE], app[PROCESSED], money_back)
+            applied = await apply_duplicate_refund_event(
+                app[STORE], app[PROCESSED], money_back
+            ) or await apply_money_back(app[STORE], app[PROCESSED], money_back)
         else:
             assert update is not None
             applied = await apply_event(
@@ -253,6 +286,8 @@ async def _receive_event(request: web.Request) -> web.Response:
     if applied.result is Result.APPLIED and applied.payment is not None:
         app[RELAY].publish_soon(applied.payment)
         _expire_other_sessions_if_paid_earlier(app, applied)
+    if applied.result is Result.DUPLICATE_CHARGE and applied.payment and DUPLICATES in app:
+        app[DUPLICATES].refund_soon(applied.payment)  # the sweep does it otherwise
     return web.json_response({"received": True, "result": applied.result.value})
 
 
@@ -266,13 +301,20 @@ def _expire_other_sessions_if_paid_earlier(app: web.Application, applied: Applie
 
 async def _body_within_limit(request: web.Request) -> bytes | None:
     """The body, or None when it is over MAX_BODY_BYTES: then it is not read at all when its
-    Content-Length says so, and read no further than the limit when it is chunked."""
+    Content-Length says so, and read no further than the limit when it is chunked. A body not
+    all there within BODY_TIMEOUT_S ends the connection with a 408."""
     if (request.content_length or 0) > MAX_BODY_BYTES:
         return None
     try:
-        return await request.read()
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
         return None
+    except TimeoutError:
+        SLOW_BODIES.inc()
+        raise web.HTTPRequestTimeout(
+            text="the request body did not arrive in time", headers={"Connection": "close"}
+        ) from None
 
 
 def _error(status: int, message: str) -> web.Response:

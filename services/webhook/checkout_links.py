@@ -19,6 +19,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 from prometheus_client import Counter
 
@@ -46,6 +47,10 @@ SESSIONS_EXPIRED = Counter(
     ["why"],
 )
 STILL_PAYABLE = (PaymentStatus.PENDING, PaymentStatus.FAILED)
+# The record alone vouches for a link only this long before its expiry, and only this soon
+# after Stripe said it was open (`payableCheck`); otherwise Stripe is asked.
+EXPIRY_MARGIN = timedelta(minutes=5)
+RECHECK_AFTER = timedelta(seconds=60)
 
 
 class RideNotFound(LookupError):
@@ -94,22 +99,39 @@ class CheckoutLinks:
         payment = await self._store.find({"rideId": ride_id})
         if payment is None:
             raise RideNotFound(ride_id)
+        if payment.status is PaymentStatus.PROCESSING:
+            raise RideNotPayable(f"ride {ride_id} is processing: its payment is on its way")
         if payment.status not in UNPAID_STATUSES:
             raise RideNotPayable(f"ride {ride_id} is {payment.status.value}")
         if payment.stripe_session_id is None:
             raise LinkNotReady(f"ride {ride_id} has no Checkout Session yet")
-        if not await self._payable_by_record(payment) and not await self._open_at_stripe(payment):
+        if _session_completed(payment) or (
+            not await self._payable_by_record(payment) and not await self._open_at_stripe(payment)
+        ):
             payment = await self._next_attempt(payment)
         await self._announce(payment)
         return payment
 
     async def _payable_by_record(self, payment: Payment) -> bool:
+        """Whether the record alone proves the current session payable: a payable status, at
+        least EXPIRY_MARGIN before its `expires_at`, and found open at Stripe within
+        RECHECK_AFTER. Stripe may expire a session before the record says (early, or its
+        expiry webhook lost); only Stripe can tell then."""
         expires_at = payment.expires_at
-        return (
-            payment.status in STILL_PAYABLE
-            and expires_at is not None
-            and expires_at > await self._store.clock()
+        if payment.status not in STILL_PAYABLE or expires_at is None:
+            return False
+        now = await self._store.clock()
+        if expires_at <= now + EXPIRY_MARGIN:
+            return False
+        checked = await self._store.collection.find_one(
+            {
+                "rideId": payment.ride_id,
+                "payableCheck.stripeSessionId": payment.stripe_session_id,
+                "payableCheck.at": {"$gte": now - RECHECK_AFTER},
+            },
+            projection={"_id": True},
         )
+        return checked is not None
 
     async def _open_at_stripe(self, payment: Payment) -> bool:
         """Whether the current session can still be paid, says Stripe; an overdue one is
@@ -125,9 +147,30 @@ class CheckoutLinks:
             # Its PaymentIntent was canceled: the attempt has ended, whatever the session says.
             session = await self._expire(session.id, why="canceled")
         if session.status == "complete":
-            await self._record_success(payment, session)
-            raise RideNotPayable(f"ride {payment.ride_id} is paid or its payment in progress")
-        return session.status == "open"
+            return await self._completed(payment, session)
+        if session.status != "open":
+            return False
+        await self._note_open(payment)
+        return True
+
+    async def _completed(self, payment: Payment, session: CheckoutSession) -> bool:
+        """A completed session can never be paid again: paid (its success is recorded), a
+        delayed payment on its way (RideNotPayable both), or that payment failed (False: the
+        next attempt is the link)."""
+        failed = session.payment_intent_status == "requires_payment_method"
+        if session.payment_status == "unpaid" and failed:
+            return False
+        await self._record_success(payment, session)
+        raise RideNotPayable(f"ride {payment.ride_id} is paid or its payment in progress")
+
+    async def _note_open(self, payment: Payment) -> None:
+        """Stripe says the current session is open now (by MongoDB's clock): bookkeeping, so
+        calls in the next RECHECK_AFTER need not ask again."""
+        session_id = {"$literal": payment.stripe_session_id}
+        await self._store.collection.update_one(
+            {"rideId": payment.ride_id, "stripeSessionId": payment.stripe_session_id},
+            [{"$set": {"payableCheck": {"stripeSessionId": session_id, "at": "$$NOW"}}}],
+        )
 
     async def _expire(self, session_id: str, *, why: str) -> CheckoutSession:
         """Expire an open session; if Stripe says it is no longer open, what it is now."""
@@ -239,6 +282,13 @@ class CheckoutLinks:
     async def close(self) -> None:
         if self._closing:
             await asyncio.wait(self._closing, timeout=10)
+
+
+def _session_completed(payment: Payment) -> bool:
+    """The current session completed with a delayed payment that failed: it can never be paid
+    again, whatever its `expires_at`."""
+    current = payment.current_attempt
+    return current is not None and current.session_completed
 
 
 async def expire_other_sessions(store: PaymentStore, gateway: StripeGateway, paid: Payment) -> None:

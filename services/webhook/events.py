@@ -3,24 +3,47 @@
 Checkout Session events are matched by session id; PaymentIntent events by the `rideId` and
 `attempt` metadata set on the PaymentIntent, falling back to the stored PaymentIntent id. The
 selectors find the ride only while the event is about its current attempt; `session_id` and
-`attempt` let the use case place an event about an earlier one.
+`attempt` let the use case place an event about an earlier one. What the event says was
+charged (`charged`) is held against the ride before anything changes (matching.py).
+
+Every field is checked as it is read (fields.py), and the body before it is parsed: UTF-8,
+nested at most MAX_NESTING levels (a check linear in the body, shared/json_nesting.py).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from services.webhook.fields import (
+    MalformedEvent as MalformedEvent,  # the webhook's callers catch it from here
+)
+from services.webhook.fields import (
+    amount_of,
+    attempt_of,
+    currency_of,
+    id_of,
+    identifier,
+    required_id,
+    ride_id_of,
+    stripe_id,
+)
+from shared.json_nesting import nested_deeper_than
 from shared.model import PaymentStatus
 from shared.store import attempt_selector
 
 SESSION_EVENTS: dict[str, PaymentStatus] = {
-    "checkout.session.completed": PaymentStatus.SUCCEEDED,
+    "checkout.session.completed": PaymentStatus.SUCCEEDED,  # `processing` when unpaid
     "checkout.session.async_payment_succeeded": PaymentStatus.SUCCEEDED,
     "checkout.session.async_payment_failed": PaymentStatus.FAILED,
     "checkout.session.expired": PaymentStatus.EXPIRED,
+}
+# What each says of a delayed payment method (a bank debit): the session completes unpaid and
+# the ride is `processing` until the outcome arrives, days later.
+ASYNC_PAYMENT_EVENTS: dict[str, PaymentStatus] = {
+    "checkout.session.async_payment_succeeded": PaymentStatus.SUCCEEDED,
+    "checkout.session.async_payment_failed": PaymentStatus.FAILED,
 }
 PAYMENT_INTENT_EVENTS: dict[str, PaymentStatus] = {
     "payment_intent.succeeded": PaymentStatus.SUCCEEDED,
@@ -42,12 +65,6 @@ OTHER_TYPE_LABEL = "other"
 
 # Stripe's events nest about 6 deep; json.loads recurses once per level.
 MAX_NESTING = 64
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_JSON_BRACKET = re.compile(rb"[\[\]{}]")
-
-
-class MalformedEvent(ValueError):
-    """A correctly signed body that is not a Stripe event of the expected shape."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +72,21 @@ class StripeEvent:
     id: str
     type: str
     resource: dict[str, Any]
+    # The API version Stripe rendered it in (services/webhook/api_versions.py).
+    api_version: str | None = None
 
     @classmethod
     def from_body(cls, payload: bytes) -> StripeEvent:
         """The event in a request body; any body that is not one raises MalformedEvent."""
-        if not _nesting_within(payload, MAX_NESTING):
+        try:
+            # Strictly: json.loads would let an encoded surrogate (ED A0 80) through.
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise MalformedEvent(f"body is not UTF-8: {error.reason}") from None
+        if nested_deeper_than(payload, MAX_NESTING):
             raise MalformedEvent(f"body is nested more than {MAX_NESTING} levels deep")
         try:
-            document = json.loads(payload)
+            document = json.loads(text)
         except ValueError as error:  # also a number too long to convert
             raise MalformedEvent(f"body is not JSON: {error}") from None
         return cls.parse(document)
@@ -71,30 +95,31 @@ class StripeEvent:
     def parse(cls, document: object) -> StripeEvent:
         if not isinstance(document, dict):
             raise MalformedEvent("event must be a JSON object")
-        event_id, event_type = document.get("id"), document.get("type")
+        event_id = stripe_id(document.get("id"), "id")
+        event_type = stripe_id(document.get("type"), "type")
         data = document.get("data")
-        if not isinstance(event_id, str) or not event_id:
+        if event_id is None:
             raise MalformedEvent("event has no id")
-        if not isinstance(event_type, str) or not event_type:
+        if event_type is None:
             raise MalformedEvent("event has no type")
         if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
             raise MalformedEvent("event has no data.object")
-        return cls(event_id, event_type, data["object"])
-
-
-def _nesting_within(payload: bytes, limit: int) -> bool:
-    """Whether the JSON text opens at most `limit` arrays or objects inside one another."""
-    depth = 0
-    for bracket in _JSON_BRACKET.finditer(_JSON_STRING.sub(b'""', payload)):
-        depth += 1 if bracket[0] in b"[{" else -1
-        if depth > limit:
-            return False
-    return True
+        api_version = stripe_id(document.get("api_version"), "api_version")
+        return cls(event_id, event_type, data["object"], api_version)
 
 
 def metric_label(event_type: str) -> str:
     """The type as a metric label: the sender picks types, so only handled ones get their own."""
     return event_type if event_type in HANDLED_TYPES else OTHER_TYPE_LABEL
+
+
+@dataclass(frozen=True, slots=True)
+class Charged:
+    """What an event says was charged (None where it does not say): the ride it changes must
+    be of this amount and currency."""
+
+    amount: int | None
+    currency: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +134,11 @@ class PaymentUpdate:
     ride_id: str | None
     session_id: str | None = None
     attempt: int | None = None  # from the metadata; sessions made before attempts carry none
+    # None when the update is not an event's word but Stripe's answer to a question of ours
+    # about the ride's own session (the reconciler): nothing to hold against the ride.
+    charged: Charged | None = None
+    # What it says of a delayed payment on the session (`processing`, `succeeded`, `failed`).
+    async_payment: PaymentStatus | None = None
 
 
 def interpret(event: StripeEvent) -> PaymentUpdate | None:
@@ -122,11 +152,17 @@ def interpret(event: StripeEvent) -> PaymentUpdate | None:
 
 def _session_update(event: StripeEvent) -> PaymentUpdate | None:
     session = event.resource
-    # Completed but unpaid means a delayed payment method: async_payment_* will follow.
-    if event.type == "checkout.session.completed" and session.get("payment_status") != "paid":
-        return None
-    session_id = _required_string(session, "id")
-    ride_id = _ride_id(session) or _string(session.get("client_reference_id"))
+    target, async_payment = SESSION_EVENTS[event.type], ASYNC_PAYMENT_EVENTS.get(event.type)
+    if event.type == "checkout.session.completed":
+        paid = session.get("payment_status")
+        if paid == "unpaid":  # a delayed payment method: async_payment_* will follow
+            target = async_payment = PaymentStatus.PROCESSING
+        elif paid != "paid":
+            return None  # `no_payment_required`: nothing was to be charged
+    session_id = required_id(session, "id")
+    ride_id = ride_id_of(session) or identifier(
+        session.get("client_reference_id"), "data.object.client_reference_id"
+    )
     selectors: list[dict[str, Any]] = [{"stripeSessionId": session_id}]
     if ride_id:
         # The consumer may have crashed after creating the session and before storing its id.
@@ -134,20 +170,22 @@ def _session_update(event: StripeEvent) -> PaymentUpdate | None:
     return PaymentUpdate(
         event_id=event.id,
         event_type=event.type,
-        target=SESSION_EVENTS[event.type],
+        target=target,
         selectors=selectors,
-        payment_intent_id=_string(session.get("payment_intent")),
+        payment_intent_id=id_of(session, "payment_intent"),
         ride_id=ride_id,
         session_id=session_id,
-        attempt=_attempt(session),
+        attempt=attempt_of(session),
+        charged=Charged(amount_of(session, "amount_total"), currency_of(session)),
+        async_payment=async_payment,
     )
 
 
 def _payment_intent_update(event: StripeEvent) -> PaymentUpdate:
     intent = event.resource
-    intent_id = _required_string(intent, "id")
-    ride_id = _ride_id(intent)
-    attempt = _attempt(intent)
+    intent_id = required_id(intent, "id")
+    ride_id = ride_id_of(intent)
+    attempt = attempt_of(intent)
     selectors: list[dict[str, Any]] = (
         [{"rideId": ride_id, **attempt_selector(attempt or 1)}] if ride_id else []
     )
@@ -160,30 +198,5 @@ def _payment_intent_update(event: StripeEvent) -> PaymentUpdate:
         payment_intent_id=intent_id,
         ride_id=ride_id,
         attempt=attempt,
+        charged=Charged(amount_of(intent, "amount"), currency_of(intent)),
     )
-
-
-def _ride_id(stripe_object: dict[str, Any]) -> str | None:
-    metadata = stripe_object.get("metadata")
-    return _string(metadata.get("rideId")) if isinstance(metadata, dict) else None
-
-
-def _attempt(stripe_object: dict[str, Any]) -> int | None:
-    metadata = stripe_object.get("metadata")
-    value = metadata.get("attempt") if isinstance(metadata, dict) else None
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 6:
-        return int(value) or None
-    return None
-
-
-def _string(value: object) -> str | None:
-    if isinstance(value, dict):  # an expanded object instead of its id
-        value = value.get("id")
-    return value if isinstance(value, str) and value else None
-
-
-def _required_string(stripe_object: dict[str, Any], key: str) -> str:
-    value = _string(stripe_object.get(key))
-    if value is None:
-        raise MalformedEvent(f"data.object.{key} is missing")
-    return value

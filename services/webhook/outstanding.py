@@ -1,4 +1,6 @@
-"""What a rider still owes: every unpaid ride, oldest first, with a total per currency.
+"""What a rider still owes: every ride not paid yet, oldest first, with a total per currency.
+A ride `processing` (a bank debit on its way) is listed and counted: it is not paid until Stripe
+says so, and it may still fail; it has no link to pay.
 
 Read through the userId+status+createdAt index, so a user with thousands of rides costs an
 index range, not a collection scan.
@@ -28,8 +30,10 @@ def _ride(document: Document, now: datetime) -> dict[str, Any]:
         {},
     )
     expires_at: datetime | None = current.get("expiresAt")
-    payable = document["status"] in (PaymentStatus.PENDING, PaymentStatus.FAILED) and (
-        expires_at is None or expires_at > now
+    payable = (
+        document["status"] in (PaymentStatus.PENDING, PaymentStatus.FAILED)
+        and (expires_at is None or expires_at > now)
+        and current.get("asyncPayment") is None  # a session completed unpaid is paid no more
     )
     return {
         "rideId": document["rideId"],

@@ -2,9 +2,12 @@
 
 Webhooks get lost (an endpoint down longer than Stripe retries, a wrong secret). Every
 interval, the replica holding the lease takes payments still `pending` or `failed` whose last
-change is older than RECONCILE_AFTER_S, the least recently reconciled first (so every one gets
-its turn, whatever the backlog), reads their Checkout Session, and applies what Stripe says
-through the same transition rules and notification path as a webhook. An open session past its
+change is older than RECONCILE_AFTER_S, and `processing` ones (a bank debit on its way, which
+takes days) not asked about for RECHECK_PROCESSING_AFTER_S, the least recently reconciled first
+(so every one gets its turn, whatever the backlog), reads their Checkout Session, and applies
+what Stripe says through the same transition rules and notification path as a webhook. A
+session complete but unpaid is a delayed payment: `processing` while its PaymentIntent is,
+`failed` once it asks for another payment method. An open session past its
 `expires_at` is expired at Stripe first; so are the other sessions of a ride paid on an earlier
 attempt, when the webhook that saw the payment could not expire them. The lease is renewed
 while the run works, and a run that finds it lost stops touching payments.
@@ -31,7 +34,7 @@ from services.webhook.refund_reconciliation import RefundSettler
 from services.webhook.status_changes import Result, apply_update
 from shared.model import PaymentStatus
 from shared.periodic import PeriodicJob
-from shared.store import Lease, Payment, PaymentStore
+from shared.store import ASYNC_PAYMENT_FOLLOWS, Lease, Payment, PaymentStore
 from shared.stripe_gateway import CheckoutSession, PermanentStripeError, StripeGateway
 
 logger = logging.getLogger(__name__)
@@ -49,6 +52,10 @@ UNKNOWN_SESSIONS = Counter(
 )
 
 
+# A bank debit takes days: a `processing` ride is asked about hourly, not every run.
+RECHECK_PROCESSING_AFTER_S = 3600.0
+
+
 def stripe_says(session: CheckoutSession) -> PaymentStatus | None:
     """The status a Checkout Session shows, or None when it is still undecided."""
     if session.status == "complete" and session.payment_status in ("paid", "no_payment_required"):
@@ -57,9 +64,27 @@ def stripe_says(session: CheckoutSession) -> PaymentStatus | None:
         return PaymentStatus.EXPIRED
     if session.payment_intent_status == "canceled":
         return PaymentStatus.CANCELED
+    if session.status == "complete":  # unpaid: a delayed payment method
+        if session.payment_intent_status == "requires_payment_method":
+            return PaymentStatus.FAILED
+        return PaymentStatus.PROCESSING
     if session.payment_failed and session.payment_intent_status == "requires_payment_method":
         return PaymentStatus.FAILED
     return None
+
+
+def async_payment_of(
+    payment: Payment, session: CheckoutSession, target: PaymentStatus
+) -> PaymentStatus | None:
+    """What a session says of a delayed payment: one that completed unpaid is one, and so is
+    one the record knows as one (paid since). A cancellation says nothing of it."""
+    current = payment.current_attempt
+    delayed = session.payment_status == "unpaid" or (
+        current is not None and current.session_completed
+    )
+    if session.status != "complete" or not delayed or target not in ASYNC_PAYMENT_FOLLOWS:
+        return None
+    return target
 
 
 class UnknownSessions:
@@ -128,6 +153,7 @@ class Reconciler(PeriodicJob):
         renew_every_s: float,
         clock: Callable[[], float] = time.time,
         refunds: RefundSettler | None = None,
+        recheck_processing_after_s: float = RECHECK_PROCESSING_AFTER_S,
     ) -> None:
         self._store = store
         self._gateway = gateway
@@ -140,6 +166,7 @@ class Reconciler(PeriodicJob):
         self._clock = clock
         self._refunds = refunds
         self._unknown = UnknownSessions(clock)
+        self._recheck_processing = timedelta(seconds=recheck_processing_after_s)
 
     async def run_once(self) -> RunReport:
         if not await self._lease.acquire():
@@ -164,7 +191,10 @@ class Reconciler(PeriodicJob):
 
     async def _reconcile(self, report: RunReport) -> None:
         renewed = time.monotonic()
-        for payment in await self._store.unsettled(self._settle_after, self._batch):
+        unsettled = await self._store.unsettled(
+            self._settle_after, self._batch, self._recheck_processing
+        )
+        for payment in unsettled:
             if time.monotonic() - renewed >= self._renew_every_s:
                 if not await self._lease.acquire():
                     LEASES_LOST.inc()
@@ -173,7 +203,7 @@ class Reconciler(PeriodicJob):
                     return
                 renewed = time.monotonic()
             assert payment.stripe_session_id is not None
-            if not self._unknown.due(payment.stripe_session_id):
+            if not self._unknown.due(payment.stripe_session_id) or _failed_for_good(payment):
                 await self._store.mark_reconciled(payment.ride_id)  # to the back of the queue
                 continue
             report.checked += 1
@@ -209,11 +239,12 @@ class Reconciler(PeriodicJob):
                 session = await self._gateway.expire_checkout_session(session.id)
                 EXPIRED_AT_STRIPE.inc()
             target = stripe_says(session)
-            if target is None or target is payment.status:
+            if target is None:
                 return False
-            applied = await apply_update(
-                self._store, _update(payment, session, target), source="reconciler"
-            )
+            update = _update(payment, session, target)
+            if target is payment.status and not _news_of_async_payment(payment, update):
+                return False
+            applied = await apply_update(self._store, update, source="reconciler")
         except Exception as error:
             if is_unknown_session(error):
                 self._note_unknown(payment, error)
@@ -248,6 +279,25 @@ class Reconciler(PeriodicJob):
             logger.debug("session still unknown to Stripe", extra=log)
 
 
+def _failed_for_good(payment: Payment) -> bool:
+    """A ride whose bank debit failed: its session is complete and nothing more will happen to
+    it at Stripe; only a new attempt (the payments API) moves the ride on."""
+    current = payment.current_attempt
+    return (
+        payment.status is PaymentStatus.FAILED
+        and current is not None
+        and current.async_payment is PaymentStatus.FAILED
+    )
+
+
+def _news_of_async_payment(payment: Payment, update: PaymentUpdate) -> bool:
+    """The status is right, but the record does not know yet what Stripe says of its delayed
+    payment (the outcome of a debit whose ride failed by another event)."""
+    current = payment.current_attempt
+    known = current.async_payment if current is not None else None
+    return update.async_payment is not None and update.async_payment is not known
+
+
 def _update(payment: Payment, session: CheckoutSession, target: PaymentStatus) -> PaymentUpdate:
     return PaymentUpdate(
         event_id=f"reconcile:{session.id}:{target.value}",
@@ -257,5 +307,7 @@ def _update(payment: Payment, session: CheckoutSession, target: PaymentStatus) -
         selectors=[{"rideId": payment.ride_id, "stripeSessionId": session.id}],
         payment_intent_id=session.payment_intent_id,
         ride_id=payment.ride_id,
+        session_id=session.id,
         attempt=payment.attempt,
+        async_payment=async_payment_of(payment, session, target),
     )

@@ -1,4 +1,5 @@
-"""The use case: apply what a Stripe event means to its payment, once and atomically."""
+"""The use case: apply what a Stripe event means to its payment, once and atomically, and only
+when the event matches the payment (matching.py)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,20 @@ import logging
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from services.webhook.duplicate_charges import is_duplicate_charge, record_duplicate_charge
 from services.webhook.events import PaymentUpdate
+from services.webhook.matching import payment_mismatch, refuse
 from shared.model import UNPAID_STATUSES, PaymentStatus
 from shared.processed_events import ProcessedEvents
 from shared.retry import is_transient
-from shared.store import Payment, PaymentStore, StatusChange
+from shared.store import (
+    Document,
+    Payment,
+    PaymentStore,
+    StatusChange,
+    async_payment_unsettled,
+    attempt_selector,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +30,8 @@ class Result(StrEnum):
     DUPLICATE = "duplicate"  # this event id was handled before
     UNCHANGED = "unchanged"  # a transition the rules refuse, or a repeat not yet recorded
     UNKNOWN_PAYMENT = "unknown_payment"
+    MISMATCHED = "mismatched"  # not about the ride as it is (matching.py): nothing changed
+    DUPLICATE_CHARGE = "duplicate_charge"  # paid again on another attempt: to refund
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +80,75 @@ async def apply_update(store: PaymentStore, update: PaymentUpdate, *, source: st
         attempt=update.attempt,
         stripe_session_id=update.session_id,
     )
-    for selector in update.selectors:  # each finds the ride only while on the event's attempt
-        payment = await store.apply(selector, change)
-        if payment is not None:
-            return Applied(Result.APPLIED, payment)
-    earlier = await _earlier_attempt(store, update)
-    if earlier is not None:
-        payment, attempt = earlier
+    must_hold = _what_the_ride_must_hold(update)
+    if must_hold is not None:
+        await _note_async_payment(store, update, must_hold)
+        must_hold = must_hold | _what_processing_needs(update)
+        for selector in update.selectors:  # each finds the ride only while on the event's attempt
+            payment = await store.apply(_both(selector, must_hold), change)
+            if payment is not None:
+                return Applied(Result.APPLIED, payment)
+    return await _not_applied(store, update, change)
+
+
+async def _note_async_payment(
+    store: PaymentStore, update: PaymentUpdate, must_hold: Document
+) -> None:
+    """What the event says of a delayed payment, on the current attempt's entry, before the
+    status changes: an outcome recorded first is seen by a completion racing with it."""
+    if update.async_payment is None or update.session_id is None:
+        return
+    current = _both({"stripeSessionId": update.session_id}, must_hold)
+    await store.note_async_payment(current, update.session_id, update.async_payment)
+
+
+def _what_processing_needs(update: PaymentUpdate) -> Document:
+    """`processing` only while the delayed payment's outcome is unknown: a completion that
+    arrives after it (Stripe's order is not guaranteed) changes nothing."""
+    if update.target is not PaymentStatus.PROCESSING or update.session_id is None:
+        return {}
+    return async_payment_unsettled(update.session_id)
+
+
+def _what_the_ride_must_hold(update: PaymentUpdate) -> Document | None:
+    """The record's fields the event must match to change it, as a filter (so that the check
+    and the change are one update); None when no record can match (the event names no amount
+    or currency)."""
+    if update.charged is None:
+        return {}
+    if update.charged.amount is None or update.charged.currency is None:
+        return None
+    must_hold: Document = {"amount": update.charged.amount, "currency": update.charged.currency}
+    if update.payment_intent_id:
+        must_hold["paymentIntentId"] = {"$in": [None, update.payment_intent_id]}
+    if update.attempt is not None:
+        must_hold |= attempt_selector(update.attempt)
+    return must_hold
+
+
+def _both(selector: Document, must_hold: Document) -> Document:
+    # `$and`, not a merge: a selector's exact paymentIntentId must not become the "$in" of
+    # must_hold.
+    return {"$and": [selector, must_hold]} if must_hold else selector
+
+
+async def _not_applied(store: PaymentStore, update: PaymentUpdate, change: StatusChange) -> Applied:
+    """An event no selector applied: about no known ride, not matching its ride, about an
+    earlier attempt, or a transition the rules refuse."""
+    found = await _ride_and_attempt(store, update)
+    if found is None:
+        return Applied(Result.UNKNOWN_PAYMENT, None)
+    payment, attempt = found
+    if is_duplicate_charge(update, payment, attempt):
+        paid_again = await record_duplicate_charge(
+            store, update, payment, attempt, source=change.source
+        )
+        return Applied(Result.DUPLICATE_CHARGE, paid_again)
+    mismatch = payment_mismatch(update, payment, attempt)
+    if mismatch is not None:
+        refuse(update.event_type, update.event_id, payment.ride_id, mismatch)
+        return Applied(Result.MISMATCHED, payment)
+    if attempt != payment.attempt:
         session_id = next(
             (a.stripe_session_id for a in payment.attempts if a.attempt == attempt),
             change.stripe_session_id,
@@ -82,19 +156,32 @@ async def apply_update(store: PaymentStore, update: PaymentUpdate, *, source: st
         return await _apply_to_earlier_attempt(
             store, payment, replace(change, attempt=attempt, stripe_session_id=session_id)
         )
+    if update.payment_intent_id and payment.payment_intent_id is None:
+        await store.remember_payment_intent(
+            {"rideId": payment.ride_id, **attempt_selector(attempt)}, update.payment_intent_id
+        )
+    return Applied(Result.UNCHANGED, payment)
+
+
+async def _ride_and_attempt(
+    store: PaymentStore, update: PaymentUpdate
+) -> tuple[Payment, int] | None:
+    """The ride the event names and the attempt it is about."""
+    earlier = await _earlier_attempt(store, update)
+    if earlier is not None:
+        return earlier
     for selector in update.selectors:
         existing = await store.find(selector)
         if existing is not None:
-            if update.payment_intent_id and existing.payment_intent_id is None:
-                await store.remember_payment_intent(selector, update.payment_intent_id)
-            return Applied(Result.UNCHANGED, existing)
-    return Applied(Result.UNKNOWN_PAYMENT, None)
+            return existing, existing.attempt
+    return None
 
 
 async def _earlier_attempt(
     store: PaymentStore, update: PaymentUpdate
 ) -> tuple[Payment, int] | None:
-    """The ride and attempt number when the event is about an attempt that is not current."""
+    """The ride and attempt number when the event is about an attempt that is not current
+    (or one the ride never had: matching.py refuses those)."""
     if update.session_id is not None:
         payment = await store.find({"attempts.stripeSessionId": update.session_id})
         attempt = payment.attempt_of_session(update.session_id) if payment else None

@@ -10,9 +10,10 @@ from pathlib import Path
 import aiohttp
 
 from devstack import servers
-from shared.stripe_gateway import CheckoutRequest, StripeGateway
+from devstack.stripe_simulator import SimulatorConfig, create_app
+from shared.stripe_gateway import CheckoutRequest, RefundCall, StripeGateway
 from tests.conftest import TEST_STRIPE_KEY, RunningPart
-from tests.helpers import eventually
+from tests.helpers import eventually, serve
 
 
 def simulator(state_file: Path, logs: Path, port: int) -> servers.ChildProcess:
@@ -81,3 +82,38 @@ async def test_abandoning_a_payment_cancels_its_intent_before_the_session_expire
         "checkout.session.expired",
     ]
     assert body["events"][0]["data"]["object"]["metadata"]["rideId"] == "ride-abandoned"
+
+
+async def test_charges_refunds_and_disputes_survive_a_restart(tmp_path: Path) -> None:
+    """In process: the state file of one app, read by the next."""
+    config = SimulatorConfig(api_key=TEST_STRIPE_KEY, state_file=str(tmp_path / "state.json"))
+    runner, url = await serve(create_app(config))
+    gateway = StripeGateway(TEST_STRIPE_KEY, url)
+    request = CheckoutRequest("ride-refunded", "u1", 1500, "usd", "https://ok", "https://no")
+    try:
+        session = await gateway.create_checkout_session(request)
+        async with aiohttp.ClientSession() as http:
+            await http.post(f"{url}/_sim/sessions/{session.id}/pay")
+            paid = await gateway.retrieve_checkout_session(session.id)
+            assert paid.payment_intent_id is not None
+            refund = await gateway.create_refund(
+                RefundCall("ride-refunded", "rf-1", paid.payment_intent_id, 500, None)
+            )
+            async with http.post(f"{url}/_sim/disputes", json={"session": session.id}) as answer:
+                dispute = (await answer.json())["dispute"]
+    finally:
+        await gateway.close()
+        await runner.cleanup()  # writes the state file
+
+    runner, url = await serve(create_app(config))
+    try:
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bearer {TEST_STRIPE_KEY}"}
+            for path in (f"refunds/{refund.id}", f"disputes/{dispute['id']}"):
+                async with http.get(f"{url}/v1/{path}", headers=headers) as answer:
+                    assert answer.status == 200, path
+            async with http.get(f"{url}/v1/charges/{dispute['charge']}", headers=headers) as got:
+                charge = await got.json()
+        assert (charge["amount_refunded"], charge["disputed"]) == (500, True)
+    finally:
+        await runner.cleanup()

@@ -23,7 +23,8 @@ from tests.conftest import TEST_STRIPE_KEY, RunningPart
 from tests.e2e.conftest import System
 from tests.e2e.test_payment_flow import publish_ride
 from tests.helpers import eventually, http_status, next_message
-from tests.integration.test_webhook import signed, stripe_event
+from tests.integration.test_webhook import signed
+from tests.stripe_shapes import stripe_event, stripe_object
 
 TOKEN = "attempts-token-7d1e"
 Socket = aiohttp.ClientWebSocketResponse
@@ -141,12 +142,16 @@ async def test_an_expired_ride_gets_a_new_link_the_rider_pays_it_and_late_events
             # A late event about attempt 1: noted in its history, the current attempt untouched.
             late = stripe_event(
                 "checkout.session.expired",
-                {
-                    "id": first["stripeSessionId"],
-                    "object": "checkout.session",
-                    "status": "expired",
-                    "metadata": {"rideId": ride, "userId": user, "attempt": "1"},
-                },
+                stripe_object(
+                    "checkout.session",
+                    id=first["stripeSessionId"],
+                    status="expired",
+                    payment_intent=None,
+                    amount_subtotal=1240,
+                    amount_total=1240,
+                    currency="usd",
+                    metadata={"rideId": ride, "userId": user, "attempt": "1"},
+                ),
             )
             assert await deliver_late(http, system, late) == "unchanged"
             current = await record(http, system, ride)
@@ -170,7 +175,14 @@ async def test_an_expired_ride_gets_a_new_link_the_rider_pays_it_and_late_events
         assert status == 409, refusal
         failed_1 = stripe_event(
             "payment_intent.payment_failed",
-            {"id": "pi_late", "metadata": {"rideId": ride, "userId": user, "attempt": "1"}},
+            stripe_object(
+                "payment_intent",
+                id="pi_late",
+                amount=1240,
+                currency="usd",
+                status="requires_payment_method",
+                metadata={"rideId": ride, "userId": user, "attempt": "1"},
+            ),
         )
         assert await deliver_late(http, system, failed_1) == "unchanged"
         assert (await record(http, system, ride))["status"] == "succeeded"
@@ -178,6 +190,43 @@ async def test_an_expired_ride_gets_a_new_link_the_rider_pays_it_and_late_events
 
 def _redirects() -> tuple[str, str]:
     return "http://localhost:3000/success", "http://localhost:3000/cancel"
+
+
+async def test_a_bank_debit_is_processing_and_once_it_failed_the_rider_gets_a_new_link(
+    system: System, kafka: RunningPart, unique: str
+) -> None:
+    """The rider pays by bank debit: told `processing`, no link to give (409) while it is on
+    its way; the debit fails days later: `failed`, and the next link is a new attempt (the
+    completed session can never be paid again)."""
+    ride, user = f"debit-{unique}", f"rider-{unique}"
+    checkout = payments(system, f"/payments/{ride}/checkout")
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(system.websocket_url, params={"userId": user}) as socket:
+            assert (await next_message(socket))["type"] == "registration_success"
+            await publish_ride(kafka, ride, user, "18.20")
+            first = await eventually(
+                lambda: _attached(http, system, ride), timeout_s=60, what="the first session"
+            )
+            assert (await next_of_type(socket, "payment_url", ride))["attempt"] == 1
+            await sim(http, system, "debit", first["stripeSessionId"])
+            update = await next_of_type(socket, "payment_status_update", ride)
+            assert update["status"] == "processing"
+            processing = await status_becomes(http, system, ride, "processing")
+            assert processing["attempts"][0]["asyncPayment"] == "processing"
+            status, refusal = await ask_for_link(http, checkout)
+            assert status == 409 and "processing" in refusal["error"]
+
+            await sim(http, system, "debit_fails", first["stripeSessionId"])
+            assert (await next_of_type(socket, "payment_status_update", ride))["status"] == (
+                "failed"
+            )
+            await status_becomes(http, system, ride, "failed")
+            status, link = await ask_for_link(http, checkout)
+            assert status == 200, link
+            assert link["attempt"] == 2 and link["stripeSessionId"] != first["stripeSessionId"]
+            assert (await next_of_type(socket, "payment_url", ride))["attempt"] == 2
+        sessions = {s["id"]: s["status"] for s in await simulator_sessions(http, system, ride)}
+        assert sessions == {first["stripeSessionId"]: "complete", link["stripeSessionId"]: "open"}
 
 
 async def test_a_payable_link_comes_back_unchanged_and_an_unknown_ride_is_404(
@@ -333,3 +382,34 @@ async def test_outstanding_through_the_api_and_the_devstack_command(
     printed = capsys.readouterr().out
     assert f"old-{unique}  1240 usd  expired" in printed
     assert "total owed (minor units): 1550 usd" in printed
+
+
+async def test_a_session_expired_at_stripe_whose_webhook_is_lost_is_never_handed_out(
+    system: System, kafka: RunningPart, unique: str
+) -> None:
+    """The finding: Stripe expired the session (early, or its expiry webhook was lost) while
+    the record still gives it hours: every new-link call returned the dead link."""
+    ride, user = f"dead-link-{unique}", f"rider-{unique}"
+    async with aiohttp.ClientSession() as http:
+        await publish_ride(kafka, ride, user, "7.70")
+        first = await eventually(
+            lambda: _attached(http, system, ride), timeout_s=60, what="the first session"
+        )
+        url = f"{system.stripe_url}/_sim/sessions/{first['stripeSessionId']}/expire"
+        async with http.post(url, json={"deliver": False}) as response:
+            assert response.status == 200, await response.text()
+        assert (await record(http, system, ride))["status"] == "pending"
+
+        answers = await asyncio.gather(
+            *(ask_for_link(http, payments(system, f"/payments/{ride}/checkout")) for _ in range(8))
+        )
+
+        assert {status for status, _ in answers} == {200}
+        assert {(link["attempt"], link["stripeSessionId"]) for _, link in answers} == {
+            (2, (await record(http, system, ride))["stripeSessionId"])
+        }
+        sessions = {s["id"]: s["status"] for s in await simulator_sessions(http, system, ride)}
+        assert sessions == {
+            first["stripeSessionId"]: "expired",
+            answers[0][1]["stripeSessionId"]: "open",
+        }

@@ -212,6 +212,42 @@ async def test_invalid_events_go_to_the_dead_letter_topic_unchanged(
     assert payment.amount == 999
 
 
+async def test_a_fare_below_stripes_minimum_charge_is_dead_lettered_before_any_stripe_call(
+    start_consumer: Callable[..., servers.ChildProcess],
+    own_kafka: RunningPart,
+    store: PaymentStore,
+    unique: str,
+) -> None:
+    """Stripe refuses a Checkout Session under its minimum charge (0.50 USD): the consumer
+    says so itself, in words, instead of sending the ride to Stripe and dead-lettering
+    Stripe's refusal (with a record left behind for the safety net to retry for ever)."""
+    below = {
+        "0.01": "fare 0.01 USD is below Stripe's minimum charge of 0.50 USD",
+        "0.49": "fare 0.49 USD is below Stripe's minimum charge of 0.50 USD",
+    }
+    rides = {f"small-{fare}-{unique}": fare for fare in below}
+    start_consumer()
+    await produce(
+        own_kafka,
+        [
+            json.dumps({"rideId": ride, "userId": "u", "fare": fare}).encode()
+            for ride, fare in rides.items()
+        ],
+    )
+
+    letters = await read_topic(
+        own_kafka.url, "payment-events-dlq", lambda records: len(records) >= len(rides)
+    )
+    reasons = {
+        json.loads(letter.value)["rideId"]: dict(letter.headers)["dlq.reason"].decode()
+        for letter in letters
+    }
+    assert reasons == {ride: below[fare] for ride, fare in rides.items()}
+    # Refused before anything else: no record was reserved, so no session was asked for.
+    for ride in rides:
+        assert await store.find({"rideId": ride}) is None
+
+
 async def test_killed_at_random_moments_then_restarted(
     start_consumer: Callable[..., servers.ChildProcess],
     own_kafka: RunningPart,

@@ -17,7 +17,8 @@ from tests.e2e.conftest import System
 from tests.e2e.test_payment_flow import publish_ride
 from tests.e2e.test_refunds import request_refunds
 from tests.helpers import eventually
-from tests.integration.test_webhook import signed, stripe_event
+from tests.integration.test_webhook import signed
+from tests.stripe_shapes import stripe_event
 
 PAYMENT = "/payment-service/payments/{rideId}"
 CHECKOUT = "/payment-service/payments/{rideId}/checkout"

@@ -285,7 +285,10 @@ async def dispute_at_stripe(system: System, path: str, body: dict[str, Any]) -> 
             return answer
 
 
-@pytest.mark.parametrize(("outcome", "final"), [("won", "succeeded"), ("lost", "dispute_lost")])
+@pytest.mark.parametrize(
+    ("outcome", "final"),
+    [("won", "succeeded"), ("lost", "dispute_lost"), ("warning_closed", "succeeded")],
+)
 async def test_a_dispute_opened_and_closed_at_stripe(
     system: System,
     kafka: RunningPart,
@@ -294,11 +297,14 @@ async def test_a_dispute_opened_and_closed_at_stripe(
     outcome: str,
     final: str,
 ) -> None:
+    """A chargeback won or lost, and an inquiry (`warning_*`) closed: it gives the ride back."""
     ride = f"dispute-{outcome}-{unique}"
     await paid_ride(system, kafka, e2e_store, ride)
     document = await record(e2e_store, ride)
     assert document is not None
-    opened = await dispute_at_stripe(system, "", {"session": document["stripeSessionId"]})
+    inquiry = outcome.startswith("warning_")
+    opening = {"session": document["stripeSessionId"], "inquiry": inquiry}
+    opened = await dispute_at_stripe(system, "", opening)
     await eventually(
         lambda: _with(e2e_store, ride, lambda d: d["status"] == "disputed"),
         timeout_s=30,
@@ -311,6 +317,45 @@ async def test_a_dispute_opened_and_closed_at_stripe(
         what=f"the dispute {outcome}",
     )
     assert [h["status"] for h in closed["history"]][-2:] == ["disputed", final]
+
+
+async def test_a_refund_that_fails_after_succeeding_puts_the_ride_back(
+    system: System, kafka: RunningPart, e2e_store: PaymentStore, unique: str
+) -> None:
+    """The card refund succeeded at once, then failed (the card was closed): the money is
+    back, so is the ride (`refunded` -> `succeeded`), and the platform hears it."""
+    ride = f"bounced-{unique}"
+    await paid_ride(system, kafka, e2e_store, ride)
+    await request_refunds(kafka, [{"refundId": f"rf-{unique}", "rideId": ride}])
+    refunded = await eventually(
+        lambda: _with(e2e_store, ride, lambda d: d["status"] == "refunded"),
+        timeout_s=60,
+        what="the ride refunded",
+    )
+    [refund] = refunded["refunds"]
+    async with aiohttp.ClientSession() as http:
+        url = f"{system.stripe_url}/_sim/refunds/{refund['stripeRefundId']}/fail"
+        async with http.post(url) as response:
+            assert response.status == 200, await response.text()
+    back = await eventually(
+        lambda: _with(e2e_store, ride, lambda d: d["status"] == "succeeded"),
+        timeout_s=60,
+        what="the ride paid again",
+    )
+    assert back["amountRefunded"] == 0 and back["refunds"][0]["status"] == "failed"
+
+    def told(records: list[Any]) -> bool:
+        return any(json.loads(r.value)["version"] == back["version"] for r in mine(records))
+
+    def mine(records: list[Any]) -> list[Any]:
+        return [r for r in records if r.key == ride.encode()]
+
+    events = [
+        json.loads(r.value)
+        for r in mine(await read_topic(kafka.url, "payment-status-events", told))
+    ]
+    latest = max(events, key=lambda event: event["version"])
+    assert (latest["status"], latest["amountRefunded"]) == ("succeeded", 0)
 
 
 async def test_the_payments_api_shows_refunds_and_disputes(

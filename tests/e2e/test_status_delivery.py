@@ -22,7 +22,7 @@ from tests.e2e.conftest import service_environment
 from tests.e2e.test_status_events import deliver
 from tests.helpers import NotEnoughRecords, eventually, http_status, read_topic
 from tests.integration.test_notifier_resilience import own_redis as own_redis
-from tests.integration.test_webhook import intent_event, session_event
+from tests.integration.test_webhook import CURRENCY, FARE, intent_event, session_event
 
 OUTAGE_S = 30  # how long Redis stays down while changes are stored
 
@@ -55,7 +55,7 @@ async def start(logs_dir: Path, unique: str) -> AsyncIterator[Start]:
 
 async def seed(store: PaymentStore, user: str, rides: list[str]) -> None:
     for ride in rides:
-        reserved = await store.reserve(ride, user, 1800, "usd")
+        reserved = await store.reserve(ride, user, FARE, CURRENCY)
         await store.attach_session(reserved, f"cs_{ride}", f"https://pay/{ride}")
 
 

@@ -17,23 +17,26 @@ from shared.store import PaymentStore
 from tests.conftest import TEST_WEBHOOK_SECRET, RunningPart
 from tests.e2e.conftest import service_environment
 from tests.helpers import eventually, http_status, read_topic
+from tests.stripe_shapes import stripe_event, stripe_object
+
+FARE = 700
 
 
 def completed(ride: str) -> bytes:
-    session = {
-        "id": f"cs_{ride}",
-        "object": "checkout.session",
-        "payment_status": "paid",
-        "status": "complete",
-        "metadata": {"rideId": ride, "userId": "u"},
-    }
-    event = {
-        "id": f"evt_{ride}",
-        "object": "event",
-        "type": "checkout.session.completed",
-        "data": {"object": session},
-    }
-    return json.dumps(event).encode()
+    session = stripe_object(
+        "checkout.session",
+        id=f"cs_{ride}",
+        payment_status="paid",
+        status="complete",
+        payment_intent=f"pi_{ride}",
+        amount_subtotal=FARE,
+        amount_total=FARE,
+        currency="usd",
+        metadata={"rideId": ride, "userId": "u"},
+    )
+    return json.dumps(
+        stripe_event("checkout.session.completed", session, id=f"evt_{ride}")
+    ).encode()
 
 
 async def deliver(port: int, body: bytes) -> int:
@@ -57,7 +60,7 @@ async def test_webhook_killed_before_publishing_still_publishes_each_event_once(
     store = PaymentStore.connect(mongo.url, database, "payments")
     rides = [f"ride-{unique}-{i}" for i in range(10)]
     for ride in rides:
-        reserved = await store.reserve(ride, "u", 700, "usd")
+        reserved = await store.reserve(ride, "u", FARE, "usd")
         await store.attach_session(reserved, f"cs_{ride}", "https://pay")
     env = service_environment(own_kafka, mongo, redis_server, stripe_simulator, database)
     port, internal_port = servers.free_port(), servers.free_port()

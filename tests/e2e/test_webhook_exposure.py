@@ -25,7 +25,8 @@ from shared.store import PaymentStore
 from tests.conftest import RunningPart
 from tests.e2e.conftest import service_environment
 from tests.helpers import eventually, http_status
-from tests.integration.test_webhook import seed, signed, stripe_event
+from tests.integration.test_webhook import seed, signed
+from tests.stripe_shapes import stripe_event
 
 TOKENS = ("token-old-4f1c", "token-new-9a2e")
 DATABASE = f"exposure-{uuid.uuid4().hex[:8]}"

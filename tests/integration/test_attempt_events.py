@@ -13,11 +13,14 @@ from services.webhook.status_changes import Result, apply_update
 from shared.model import PaymentStatus
 from shared.store import Payment, PaymentStore
 from shared.stripe_gateway import CheckoutSession
+from tests.stripe_shapes import stripe_object
+
+FARE = 1800
 
 
 async def two_attempts(store: PaymentStore, ride: str) -> tuple[Payment, Payment]:
     """A ride whose first session expired and whose second is current."""
-    reserved = await store.reserve(ride, f"user-{ride}", 1800, "usd")
+    reserved = await store.reserve(ride, f"user-{ride}", FARE, "usd")
     first = await store.attach_session(reserved, f"cs_{ride}_1", f"https://pay/{ride}/1")
     second = await store.start_attempt(first, f"cs_{ride}_2", f"https://pay/{ride}/2", None)
     assert second is not None and second.attempt == 2
@@ -28,8 +31,21 @@ def event(kind: str, resource: dict[str, Any]) -> StripeEvent:
     return StripeEvent(f"evt_{time.time_ns()}", kind, resource)
 
 
-def intent(ride: str, attempt: str) -> dict[str, Any]:
-    return {"id": f"pi_{ride}_{attempt}", "metadata": {"rideId": ride, "attempt": attempt}}
+def intent(ride: str, attempt: str, **fields: Any) -> dict[str, Any]:
+    """Stripe's PaymentIntent of the ride's attempt."""
+    made = {
+        "id": f"pi_{ride}_{attempt}",
+        "amount": FARE,
+        "currency": "usd",
+        "metadata": {"rideId": ride, "attempt": attempt},
+    }
+    return stripe_object("payment_intent", **(made | fields))
+
+
+def session(session_id: str, **fields: Any) -> dict[str, Any]:
+    """Stripe's Checkout Session of the ride's fare."""
+    made = {"id": session_id, "amount_subtotal": FARE, "amount_total": FARE, "currency": "usd"}
+    return stripe_object("checkout.session", **(made | fields))
 
 
 async def handle(store: PaymentStore, stripe_event: StripeEvent) -> Result:
@@ -67,7 +83,8 @@ async def test_a_late_session_event_about_attempt_1_is_noted_not_applied(
     await two_attempts(store, ride)
 
     expired = event(
-        "checkout.session.expired", {"id": f"cs_{ride}_1", "metadata": {"rideId": ride}}
+        "checkout.session.expired",
+        session(f"cs_{ride}_1", status="expired", payment_intent=None, metadata={"rideId": ride}),
     )
     assert await handle(store, expired) is Result.UNCHANGED
     assert await handle(store, expired) is Result.UNCHANGED  # Stripe repeats itself
@@ -86,7 +103,13 @@ async def test_events_about_the_current_attempt_apply_as_before(store: PaymentSt
     )
     paid = event(
         "checkout.session.completed",
-        {"id": f"cs_{ride}_2", "payment_status": "paid", "metadata": {"attempt": "2"}},
+        session(
+            f"cs_{ride}_2",
+            status="complete",
+            payment_status="paid",
+            payment_intent=f"pi_{ride}_2",
+            metadata={"attempt": "2"},
+        ),
     )
     assert await handle(store, paid) is Result.APPLIED
 
@@ -108,6 +131,20 @@ async def test_a_success_on_attempt_1_settles_the_ride(store: PaymentStore) -> N
     assert applied.payment.attempt == 2  # the record still names the latest attempt
     status_event = applied.payment.outbox[-1]
     assert (status_event.attempt, status_event.status) == (1, "succeeded")
+
+
+async def test_a_success_on_attempt_1_for_another_amount_settles_nothing(
+    store: PaymentStore,
+) -> None:
+    ride = f"earlier-forged-{time.time_ns()}"
+    await two_attempts(store, ride)
+
+    forged = event("payment_intent.succeeded", intent(ride, "1", amount=1, currency="eur"))
+    assert await handle(store, forged) is Result.MISMATCHED
+
+    document = await store.find_document(ride)
+    assert document is not None and (document["status"], document["attempt"]) == ("pending", 2)
+    assert forged.id not in [entry.get("eventId") for entry in document["history"]]
 
 
 async def test_the_reconcilers_answer_about_a_replaced_attempt_changes_nothing(

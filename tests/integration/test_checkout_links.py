@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client import REGISTRY
 
 from devstack import servers
 from devstack.stripe_simulator import SimulatorConfig, create_app
@@ -26,6 +27,7 @@ from shared.model import PaymentStatus
 from shared.store import OUTSTANDING_INDEX, Payment, PaymentStore, StatusChange
 from shared.stripe_gateway import CheckoutRequest, StripeGateway, expires_at_of
 from tests.conftest import TEST_STRIPE_KEY
+from tests.stripe_shapes import stripe_object
 
 REDIRECTS = Redirects("https://ok", "https://no")
 
@@ -143,6 +145,44 @@ async def test_a_session_paid_at_stripe_whose_webhook_is_late_gets_no_new_link(
     assert len(sessions_of(simulator, ride)) == 1
 
 
+async def debit(store: PaymentStore, simulator: Sim, session_id: str, action: str) -> None:
+    """The bank debit's `action` at Stripe (`debit`, `debit_fails`), its events applied as the
+    webhook applies them."""
+    async with aiohttp.ClientSession() as http:
+        url = f"{simulator.url}/_sim/sessions/{session_id}/{action}"
+        async with http.post(url, json={"deliver": False}) as response:
+            assert response.status == 200, await response.text()
+            events = (await response.json())["events"]
+    for event in events:
+        update = interpret(StripeEvent.parse(event))
+        if update is not None:
+            await apply_update(store, update, source=f"webhook:{event['type']}")
+
+
+async def test_no_link_while_a_debit_is_on_its_way_and_a_new_attempt_once_it_failed(
+    store: PaymentStore, gateway: StripeGateway, links: CheckoutLinks, simulator: Sim
+) -> None:
+    """A session completed by bank debit can never be paid again: while the debit is on its
+    way there is nothing to pay (409), once it failed the next attempt is the link."""
+    ride = f"debit-{time.time_ns()}"
+    first = await open_payment(store, gateway, ride)
+    assert first.stripe_session_id is not None
+    await debit(store, simulator, first.stripe_session_id, "debit")
+    with pytest.raises(RideNotPayable, match="processing"):
+        await links.link_for(ride)
+    [owed] = (await outstanding(store, first.user_id, datetime.now(UTC)))["rides"]
+    assert (owed["status"], owed["paymentUrl"]) == ("processing", None)
+
+    await debit(store, simulator, first.stripe_session_id, "debit_fails")
+    [owed] = (await outstanding(store, first.user_id, datetime.now(UTC)))["rides"]
+    assert (owed["status"], owed["paymentUrl"]) == ("failed", None)
+    link = await links.link_for(ride)
+    assert (link.attempt, link.status) == (2, PaymentStatus.PENDING)
+    assert link.stripe_session_id != first.stripe_session_id
+    by_id = {s["id"]: s["status"] for s in sessions_of(simulator, ride)}
+    assert by_id == {first.stripe_session_id: "complete", link.stripe_session_id: "open"}
+
+
 async def test_outstanding_lists_exactly_the_unpaid_rides_oldest_first_with_totals(
     store: PaymentStore,
 ) -> None:
@@ -218,11 +258,14 @@ async def test_the_reconciler_expires_what_a_success_on_an_earlier_attempt_left_
     second = await gateway.create_checkout_session(checkout_request(ride, attempt=2))
     assert second.url is not None
     assert await store.start_attempt(first, second.id, second.url, expires_at_of(second))
-    succeeded = StripeEvent(
-        f"evt_{ride}",
-        "payment_intent.succeeded",
-        {"id": f"pi_{ride}", "metadata": {"rideId": ride, "attempt": "1"}},
+    intent = stripe_object(
+        "payment_intent",
+        id=f"pi_{ride}",
+        amount=1500,
+        currency="usd",
+        metadata={"rideId": ride, "attempt": "1"},
     )
+    succeeded = StripeEvent(f"evt_{ride}", "payment_intent.succeeded", intent)
     update = interpret(succeeded)
     assert update is not None
     applied = await apply_update(store, update, source="test")
@@ -246,3 +289,86 @@ async def test_the_reconciler_expires_what_a_success_on_an_earlier_attempt_left_
     document = await store.find_document(ride)
     assert document is not None and document["status"] == "succeeded"
     assert "sessionsToExpire" not in document
+
+
+def stripe_retrievals() -> float:
+    """Checkout Sessions this process has read at Stripe so far."""
+    return (
+        REGISTRY.get_sample_value(
+            "payments_stripe_calls_total",
+            {"operation": "retrieve_checkout_session", "outcome": "ok"},
+        )
+        or 0.0
+    )
+
+
+async def test_a_session_expired_at_stripe_without_its_webhook_gets_a_new_attempt(
+    store: PaymentStore, gateway: StripeGateway, links: CheckoutLinks, simulator: Sim
+) -> None:
+    """The finding: the record says the link is good for 24 h, Stripe expired it early (and
+    the webhook saying so is lost): every call handed out the dead link."""
+    ride = f"dead-{time.time_ns()}"
+    first = await open_payment(store, gateway, ride)
+    assert first.stripe_session_id is not None
+    # Expired at Stripe through its API; this simulator delivers no webhook anywhere.
+    await gateway.expire_checkout_session(first.stripe_session_id)
+
+    link = await links.link_for(ride)
+
+    sessions = {s["id"]: s for s in sessions_of(simulator, ride)}
+    assert sessions[first.stripe_session_id]["status"] == "expired"
+    assert link.attempt == 2 and link.stripe_session_id != first.stripe_session_id
+    assert sessions[str(link.stripe_session_id)]["status"] == "open"
+
+
+async def test_a_link_checked_with_stripe_a_moment_ago_is_not_asked_about_again(
+    store: PaymentStore, gateway: StripeGateway, links: CheckoutLinks, simulator: Sim
+) -> None:
+    ride = f"checked-{time.time_ns()}"
+    first = await open_payment(store, gateway, ride)
+    checked = await links.link_for(ride)
+    read = stripe_retrievals()
+
+    again = [await links.link_for(ride) for _ in range(3)]
+
+    assert stripe_retrievals() == read
+    assert {link.stripe_session_id for link in [checked, *again]} == {first.stripe_session_id}
+
+
+async def test_a_link_not_checked_for_a_minute_is_checked_again(
+    store: PaymentStore, gateway: StripeGateway, links: CheckoutLinks, simulator: Sim
+) -> None:
+    ride = f"stale-check-{time.time_ns()}"
+    first = await open_payment(store, gateway, ride)
+    assert first.stripe_session_id is not None
+    await links.link_for(ride)  # checked with Stripe now: open
+    await gateway.expire_checkout_session(first.stripe_session_id)
+    # A minute and a bit later, by the record's clock:
+    document = await store.find_document(ride)
+    assert document is not None and "payableCheck" in document
+    await store.collection.update_one(
+        {"rideId": ride},
+        {"$set": {"payableCheck.at": document["payableCheck"]["at"] - timedelta(seconds=61)}},
+    )
+
+    link = await links.link_for(ride)
+
+    assert link.attempt == 2 and link.stripe_session_id != first.stripe_session_id
+
+
+async def test_a_link_close_to_its_expiry_is_checked_with_stripe_however_recently_checked(
+    store: PaymentStore, gateway: StripeGateway, links: CheckoutLinks, simulator: Sim
+) -> None:
+    ride = f"expiring-{time.time_ns()}"
+    session = await gateway.create_checkout_session(checkout_request(ride))
+    assert session.url is not None
+    reserved = await store.reserve(ride, f"user-{ride}", 1500, "usd")
+    # Four minutes left by the record (clocks differ; Stripe may expire it first).
+    soon = datetime.now(UTC) + timedelta(minutes=4)
+    await store.attach_session(reserved, session.id, session.url, soon)
+    assert (await links.link_for(ride)).stripe_session_id == session.id
+    await gateway.expire_checkout_session(session.id)
+
+    link = await links.link_for(ride)
+
+    assert link.attempt == 2 and link.stripe_session_id != session.id

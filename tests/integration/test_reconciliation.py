@@ -66,6 +66,7 @@ def make_reconciler(
         ttl_s: float = 60,
         rate_per_s: float = 1000,
         renew_every_s: float = 20,
+        recheck_processing_after_s: float = 3600,
     ) -> Reconciler:
         return Reconciler(
             store,
@@ -77,6 +78,7 @@ def make_reconciler(
             rate_per_s=rate_per_s,
             renew_every_s=renew_every_s,
             clock=clock,
+            recheck_processing_after_s=recheck_processing_after_s,
         )
 
     return make
@@ -174,6 +176,58 @@ async def test_a_declined_card_without_webhook_becomes_failed(
     assert (await make_reconciler().run_once()).fixed == [ride]
     payment = await store.find({"rideId": ride})
     assert payment is not None and payment.status == "failed"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "final"), [("debit_fails", "failed"), ("debit_succeeds", "succeeded")]
+)
+async def test_a_debit_whose_webhooks_were_lost_is_processing_then_settled(
+    store: PaymentStore,
+    gateway: StripeGateway,
+    simulator: str,
+    make_reconciler: Callable[..., Reconciler],
+    unique: str,
+    outcome: str,
+    final: str,
+) -> None:
+    """A session complete but unpaid at Stripe is a debit on its way, not a failure."""
+    ride = f"debit-{unique}"
+    session_id = await open_payment(store, gateway, ride)
+    await act_without_webhook(simulator, session_id, "debit")
+    reconciler = make_reconciler(recheck_processing_after_s=0)
+    assert (await reconciler.run_once()).fixed == [ride]
+    document = await store.find_document(ride)
+    assert document is not None
+    assert (document["status"], document["attempts"][0]["asyncPayment"]) == (
+        "processing",
+        "processing",
+    )
+    assert (await reconciler.run_once()).fixed == [], "a debit on its way is left as it is"
+
+    await act_without_webhook(simulator, session_id, outcome)
+    assert (await reconciler.run_once()).fixed == [ride]
+    document = await store.find_document(ride)
+    assert document is not None and document["status"] == final
+    assert [h["status"] for h in document["history"]][-2:] == ["processing", final]
+
+
+async def test_a_debit_on_its_way_is_asked_about_again_only_after_a_while(
+    store: PaymentStore,
+    gateway: StripeGateway,
+    simulator: str,
+    make_reconciler: Callable[..., Reconciler],
+    unique: str,
+) -> None:
+    """Bank debits take days: a `processing` ride costs a Stripe call an hour, not a minute."""
+    ride = f"debit-{unique}"
+    session_id = await open_payment(store, gateway, ride)
+    await act_without_webhook(simulator, session_id, "debit")
+    reconciler = make_reconciler()
+    assert (await reconciler.run_once()).fixed == [ride]
+    await act_without_webhook(simulator, session_id, "debit_succeeds")
+    assert (await reconciler.run_once()).checked == 0
+    payment = await store.find({"rideId": ride})
+    assert payment is not None and payment.status == "processing"
 
 
 async def test_an_open_session_past_its_expiry_is_expired_at_stripe_and_here(

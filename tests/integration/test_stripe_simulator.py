@@ -15,6 +15,7 @@ import stripe
 from aiohttp import web
 
 from devstack.stripe_simulator import SimulatorConfig, create_app
+from devstack.stripe_simulator.events import API_VERSION
 from devstack.stripe_simulator.forms import decode_form
 from tests.helpers import serve
 
@@ -279,6 +280,75 @@ async def test_invalid_params_are_rejected_with_the_param(
     assert (await create(client, ride_params(), key="checkout-bad")).status == "open"
 
 
+def priced(amount: int, currency: str) -> dict[str, Any]:
+    params = ride_params(amount=amount)
+    params["line_items"][0]["price_data"]["currency"] = currency
+    return params
+
+
+@pytest.mark.parametrize(
+    ("currency", "below", "minimum", "shown"),
+    [
+        ("usd", 49, 50, "$0.50 usd"),
+        ("gbp", 29, 30, "£0.30 gbp"),
+        ("jpy", 49, 50, "¥50 jpy"),
+        ("huf", 17499, 17500, "175.00 huf"),
+    ],
+)
+async def test_a_session_below_stripes_minimum_charge_is_refused(
+    client: stripe.StripeClient, currency: str, below: int, minimum: int, shown: str
+) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await create(client, priced(below, currency), key="checkout-small")
+    error = caught.value
+    assert (error.http_status, error.code) == (400, "amount_too_small")
+    assert error.user_message == (
+        f"The Checkout Session's total amount due must add up to at least {shown}"
+    )
+    assert error.error is not None
+    assert error.error.doc_url == "https://stripe.com/docs/error-codes/amount-too-small"
+    # A request refused as invalid is not remembered under its idempotency key.
+    session = await create(client, priced(minimum, currency), key="checkout-small")
+    assert session.amount_total == minimum
+
+
+async def test_three_decimal_amounts_must_end_in_zero(client: stripe.StripeClient) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await create(client, priced(1005, "kwd"))
+    assert caught.value.code == "invalid_charge_amount"
+    assert (await create(client, priced(1010, "kwd"))).amount_total == 1010
+
+
+async def test_a_payment_intent_below_the_minimum_is_refused(
+    client: stripe.StripeClient, receiver: Receiver
+) -> None:
+    intents = client.v1.payment_intents
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await intents.create_async(params={"amount": 49, "currency": "usd"})
+    error = caught.value
+    assert (error.code, error.param) == ("amount_too_small", "amount")
+    assert error.user_message == "Amount must be at least $0.50 usd"
+    intent = await intents.create_async(
+        params={"amount": 50, "currency": "usd", "metadata": {"rideId": "r1"}}
+    )
+    assert (intent.status, intent.amount) == ("requires_payment_method", 50)
+    created = await receiver.next_event()
+    assert (created.type, created.data.object["id"]) == ("payment_intent.created", intent.id)
+
+
+async def test_events_and_answers_are_in_the_api_version_the_sdk_pins(
+    sim: Sim, client: stripe.StripeClient, receiver: Receiver
+) -> None:
+    assert stripe.api_version == API_VERSION
+    session = await create(client, ride_params())
+    assert session.last_response is not None
+    assert session.last_response.headers["Stripe-Version"] == stripe.api_version
+    await sim.act(session.id, "expire")
+    event = await receiver.next_event()
+    assert event.api_version == stripe.api_version
+    assert session.ui_mode == "hosted_page"
+
+
 async def test_retrieve_list_and_expire_through_the_sdk(
     client: stripe.StripeClient, receiver: Receiver
 ) -> None:
@@ -510,7 +580,7 @@ async def test_reset_forgets_everything(sim: Sim, client: stripe.StripeClient) -
 # --- hosted checkout page ------------------------------------------------------------------
 
 
-async def test_hosted_page_shows_the_ride_amount_and_four_buttons(
+async def test_hosted_page_shows_the_ride_amount_and_its_buttons(
     sim: Sim, client: stripe.StripeClient
 ) -> None:
     session = await create(client, ride_params(ride="ride-42"))
@@ -520,7 +590,7 @@ async def test_hosted_page_shows_the_ride_amount_and_four_buttons(
         html = await response.text()
     assert "25.50" in html
     assert "ride-42" in html
-    for button in ("pay", "decline", "cancel", "expire"):
+    for button in ("pay", "debit", "decline", "cancel", "expire", "abandon"):
         assert f'id="{button}"' in html
         assert f'action="/checkout/{session.id}/{button}"' in html
 
@@ -531,12 +601,12 @@ async def test_hosted_page_actions(
     session = await create(client, ride_params())
     page = f"{sim.url}/checkout/{session.id}"
 
-    async with sim.http.post(page + "/cancel") as response:
-        assert response.status == 200
-        assert "http://localhost:3000/cancel" in await response.text()
-    async with sim.http.post(page + "/pay") as response:
-        assert response.status == 200
-        assert "http://localhost:3000/success" in await response.text()
+    async with sim.http.post(page + "/cancel", allow_redirects=False) as response:
+        assert response.status == 303
+        assert response.headers["Location"] == "http://localhost:3000/cancel"
+    async with sim.http.post(page + "/pay", allow_redirects=False) as response:
+        assert response.status == 303
+        assert response.headers["Location"] == "http://localhost:3000/success"
     assert await receiver.next_types(2) == [
         "payment_intent.succeeded",
         "checkout.session.completed",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import random
 import time
@@ -23,6 +22,7 @@ from shared.settings import Settings
 from shared.store import PaymentStore
 from tests.conftest import TEST_WEBHOOK_SECRET, RunningPart
 from tests.helpers import eventually
+from tests.stripe_shapes import stripe_event, stripe_object
 
 Client = TestClient[Any, Any]
 
@@ -59,50 +59,51 @@ async def deliver(client: Client, event: dict[str, Any]) -> tuple[int, dict[str,
     return response.status, await response.json()
 
 
-_ids = itertools.count()
+FARE = 2550  # what seed() charges, in cents
+CURRENCY = "usd"
 
 
 def session_event(kind: str, ride: str, session_id: str, **fields: Any) -> dict[str, Any]:
-    resource = {
+    """Stripe's Checkout Session of the seeded ride, paid unless `fields` say otherwise."""
+    session = {
         "id": session_id,
-        "object": "checkout.session",
         "mode": "payment",
         "status": "complete",
         "payment_status": "paid",
         "payment_intent": f"pi_{ride}",
         "client_reference_id": ride,
         "metadata": {"rideId": ride, "userId": f"user-{ride}"},
-        **fields,
+        "amount_subtotal": FARE,
+        "amount_total": FARE,
+        "currency": CURRENCY,
+        "url": None,
     }
-    return stripe_event(kind, resource)
+    return stripe_event(kind, stripe_object("checkout.session", **(session | fields)))
 
 
-def intent_event(kind: str, ride: str) -> dict[str, Any]:
-    resource = {
+INTENT_STATUS = {
+    "payment_intent.succeeded": "succeeded",
+    "payment_intent.payment_failed": "requires_payment_method",
+    "payment_intent.canceled": "canceled",
+}
+
+
+def intent_event(kind: str, ride: str, **fields: Any) -> dict[str, Any]:
+    """Stripe's PaymentIntent of the seeded ride, in the status the event type says."""
+    status = INTENT_STATUS[kind]
+    intent = {
         "id": f"pi_{ride}",
-        "object": "payment_intent",
-        "amount": 2550,
-        "currency": "usd",
-        "status": kind.rsplit(".", 1)[1],
+        "amount": FARE,
+        "amount_received": FARE if status == "succeeded" else 0,
+        "currency": CURRENCY,
+        "status": status,
         "metadata": {"rideId": ride, "userId": f"user-{ride}"},
     }
-    return stripe_event(kind, resource)
-
-
-def stripe_event(kind: str, resource: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": f"evt_{next(_ids):08d}",
-        "object": "event",
-        "api_version": "2025-09-30.clover",
-        "created": int(time.time()),
-        "livemode": False,
-        "type": kind,
-        "data": {"object": resource},
-    }
+    return stripe_event(kind, stripe_object("payment_intent", **(intent | fields)))
 
 
 async def seed(store: PaymentStore, ride: str) -> str:
-    reserved = await store.reserve(ride, f"user-{ride}", 2550, "usd")
+    reserved = await store.reserve(ride, f"user-{ride}", FARE, CURRENCY)
     session_id = f"cs_{ride}"
     await store.attach_session(reserved, session_id, f"https://pay/{session_id}")
     return session_id
@@ -159,13 +160,15 @@ async def test_every_event_type_moves_the_status_and_notifies(
     }
 
 
-async def test_unpaid_completion_and_other_types_change_nothing(
+async def test_a_completion_with_nothing_to_pay_and_other_types_change_nothing(
     client: Client, webhook_store: PaymentStore, unique: str
 ) -> None:
     ride = f"ride-{unique}"
     session_id = await seed(webhook_store, ride)
-    unpaid = session_event("checkout.session.completed", ride, session_id, payment_status="unpaid")
-    assert (await deliver(client, unpaid))[1]["result"] == "ignored"
+    free = session_event(
+        "checkout.session.completed", ride, session_id, payment_status="no_payment_required"
+    )
+    assert (await deliver(client, free))[1]["result"] == "ignored"
     assert (await deliver(client, stripe_event("charge.refunded", {"id": "ch_1"})))[0] == 200
     payment = await webhook_store.find({"rideId": ride})
     assert payment is not None and payment.status == "pending"
@@ -284,11 +287,15 @@ async def test_payment_lookup_on_the_internal_app(
 
 
 def scenario(ride: str, session_id: str, kind: int) -> tuple[list[dict[str, Any]], str]:
-    """Seven distinct events for one ride, and the status they must end in whatever the order."""
+    """Seven distinct events for one ride, and the status they must end in whatever the order.
+    A bank debit's unpaid completion comes with every outcome but expiry (a completed session
+    never expires)."""
     failed = [intent_event("payment_intent.payment_failed", ride) for _ in range(2)]
     noise = [
         stripe_event("charge.updated", {"id": f"ch_{ride}"}),
-        session_event("checkout.session.completed", ride, session_id, payment_status="unpaid"),
+        session_event("checkout.session.completed", ride, session_id, payment_status="unpaid")
+        if kind != 1
+        else stripe_event("payment_intent.created", {"id": f"pi_{ride}"}),
     ]
     if kind == 0:
         ending = [

@@ -6,10 +6,14 @@ from decimal import Decimal
 import pytest
 
 from shared.model import (
+    LINK_NOT_OFFERED_STATUSES,
     MAX_EVENT_BYTES,
+    OWED_STATUSES,
+    UNPAID_STATUSES,
     InvalidRideEvent,
     PaymentStatus,
     can_transition,
+    chargeable_amount,
     parse_ride_event,
     statuses_that_may_become,
     to_minor_units,
@@ -159,6 +163,61 @@ def test_failed_can_still_succeed_but_not_repeat() -> None:
 def test_update_filter_lists_the_statuses_a_target_may_follow() -> None:
     assert set(statuses_that_may_become(PaymentStatus.SUCCEEDED)) == {
         PaymentStatus.PENDING,
+        PaymentStatus.PROCESSING,
         PaymentStatus.FAILED,
     }
-    assert statuses_that_may_become(PaymentStatus.FAILED) == [PaymentStatus.PENDING]
+    assert set(statuses_that_may_become(PaymentStatus.FAILED)) == {
+        PaymentStatus.PENDING,
+        PaymentStatus.PROCESSING,
+    }
+
+
+def test_a_delayed_payment_on_its_way_ends_in_success_or_failure_never_expiry() -> None:
+    """Its session completed: it cannot expire, and `processing` is not offered a link."""
+    assert {t for t in PaymentStatus if can_transition(PaymentStatus.PROCESSING, t)} == {
+        PaymentStatus.SUCCEEDED,
+        PaymentStatus.FAILED,
+        PaymentStatus.CANCELED,
+    }
+    assert can_transition(PaymentStatus.FAILED, PaymentStatus.PROCESSING)  # a card, then a debit
+    assert PaymentStatus.PROCESSING in OWED_STATUSES
+    assert PaymentStatus.PROCESSING not in UNPAID_STATUSES  # no new attempt while it is
+    assert PaymentStatus.PROCESSING in LINK_NOT_OFFERED_STATUSES
+
+
+@pytest.mark.parametrize(
+    ("fare", "currency", "reason"),
+    [
+        ("0.01", "usd", "fare 0.01 USD is below Stripe's minimum charge of 0.50 USD"),
+        ("0.49", "usd", "fare 0.49 USD is below Stripe's minimum charge of 0.50 USD"),
+        ("0.494", "usd", "fare 0.49 USD is below Stripe's minimum charge of 0.50 USD"),
+        ("0.29", "gbp", "fare 0.29 GBP is below Stripe's minimum charge of 0.30 GBP"),
+        ("174.99", "huf", "fare 174.99 HUF is below Stripe's minimum charge of 175.00 HUF"),
+        ("5.125", "kwd", "fare 5.125 KWD cannot be charged: Stripe takes KWD in steps of 0.010"),
+        ("500.5", "isk", "fare 500.50 ISK cannot be charged: Stripe takes ISK in steps of 1.00"),
+    ],
+)
+def test_a_fare_stripe_would_refuse_is_refused_before_stripe_with_its_rule(
+    fare: str, currency: str, reason: str
+) -> None:
+    with pytest.raises(InvalidRideEvent) as refused:
+        chargeable_amount(Decimal(fare), currency)
+    assert refused.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("fare", "currency", "minor"),
+    [
+        ("0.50", "usd", 50),
+        ("0.495", "usd", 50),  # rounded half-up first: 0.50 is chargeable
+        ("0.30", "gbp", 30),
+        ("5.12", "kwd", 5120),
+        ("500", "isk", 50000),
+        ("50", "jpy", 50),
+        ("0.01", "kes", 1),  # no minimum known without an exchange rate: one minor unit
+    ],
+)
+def test_a_fare_stripe_takes_is_its_amount_in_minor_units(
+    fare: str, currency: str, minor: int
+) -> None:
+    assert chargeable_amount(Decimal(fare), currency) == minor

@@ -21,8 +21,12 @@ const PERMANENT_CLOSE_CODES = new Map([
   [1009, "a message was too big"],
 ]);
 const STATUSES_TO_PAY = new Set(["pending", "failed"]);
-// A ride in one of these can no longer be paid with its link, but a new attempt can be asked for.
-const STATUSES_TO_RENEW = new Set(["expired", "canceled"]);
+// A ride in one of these may no longer be payable with its link: a new attempt can be asked
+// for. For `failed` the payments API answers with the same link while it can still be paid (a
+// declined card), and with a new attempt once it cannot (a bank debit that failed).
+const STATUSES_TO_RENEW = new Set(["expired", "canceled", "failed"]);
+// What the rider reads for a status, where the status's own name says too little.
+const STATUS_TEXT = new Map([["processing", "payment on its way"]]);
 
 const elements = {
   form: document.getElementById("register"),
@@ -137,7 +141,7 @@ function renderRide(rideId) {
   const ride = rides.get(rideId);
   const row = rowFor(rideId);
   const badge = row.querySelector(".status");
-  badge.textContent = ride.status;
+  badge.textContent = STATUS_TEXT.get(ride.status) || ride.status;
   badge.className = `status ${ride.status}`;
   row.querySelector(".amount").textContent = formatAmount(ride.amount, ride.currency);
   renderActions(row, ride);
