@@ -4,12 +4,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Every package comes from a lock with hashes: uv from requirements-uv.lock (in a virtualenv of its
-# own, .uv), everything else from uv.lock. Nothing is resolved at install time.
+# Every package comes from a lock with hashes: uv from requirements-uv.lock (into .uv), then the
+# rest from requirements-run.lock (make run) or requirements-test.lock (make test); the image
+# installs requirements.lock. Nothing is resolved at install time.
 UV := .uv/bin/uv
-export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
-UV_SYNC := $(UV) sync --frozen --python $(PYTHON)
+INTO_VENV := --quiet --python $(BIN)/python
 # make run needs the services and the embedded parts; make test adds the test tools.
 STAMP := $(VENV)/.run-installed
 TEST_STAMP := $(VENV)/.test-installed
@@ -79,20 +79,37 @@ $(UV): requirements-uv.lock
 INSTALL_UV := install --quiet --disable-pip-version-check --no-input --require-hashes --no-deps \
 	--target .uv -r requirements-uv.lock
 
-# --inexact: a later make run keeps the test tools that make test installed.
-$(STAMP): $(UV) uv.lock
-	$(UV_SYNC) --inexact --group local
+$(BIN)/python: | $(UV)
+	$(UV) venv --quiet --python $(PYTHON) $(VENV)
+
+# install, not sync: a later make run keeps the test tools that make test installed.
+$(STAMP): $(UV) requirements-run.lock | $(BIN)/python
+	$(UV) pip install $(INTO_VENV) --require-hashes -r requirements-run.lock
 	touch $@
 
-$(TEST_STAMP): $(UV) uv.lock
-	$(UV_SYNC) --group local --group test
+$(TEST_STAMP): $(UV) requirements-test.lock | $(BIN)/python
+	$(UV) pip sync $(INTO_VENV) --require-hashes requirements-test.lock
 	touch $@ $(STAMP)
 
-# pyproject.toml, uv.lock and the image's requirements.lock agree (make lock makes them so).
+# Each lock is one resolution of pyproject.toml, what it holds named by the groups.
+LOCKS := requirements.lock requirements-run.lock requirements-test.lock
+GROUPS_requirements.lock :=
+GROUPS_requirements-run.lock := --group pyproject.toml:local
+GROUPS_requirements-test.lock := --group pyproject.toml:local --group pyproject.toml:test
+COMPILE := $(UV) pip compile pyproject.toml --universal --generate-hashes --quiet \
+	--custom-compile-command "make lock"
+LOCK_CHECK := build/lock-check
+
+# The locks are what pyproject.toml resolves to, given their own pins (make lock makes them so).
 check-lock: $(UV)
-	$(UV) lock --check
-	$(call export_image_lock) | cmp -s - requirements.lock \
-	    || { echo "requirements.lock differs from uv.lock: run make lock"; exit 1; }
+	@mkdir -p $(LOCK_CHECK)
+	@for lock in $(LOCKS); do \
+	    cp $$lock $(LOCK_CHECK)/$$lock; \
+	done
+	$(foreach lock,$(LOCKS),$(COMPILE) $(GROUPS_$(lock)) -o $(LOCK_CHECK)/$(lock) &&) true
+	@for lock in $(LOCKS); do \
+	    cmp -s $$lock $(LOCK_CHECK)/$$lock || { echo "$$lock does not match pyproject.toml: run make lock"; exit 1; }; \
+	done
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
@@ -122,18 +139,14 @@ $(DOCS_TOOLS): contracts/docs-tools/package.json contracts/docs-tools/package-lo
 	PUPPETEER_SKIP_DOWNLOAD=1 npm ci --prefix contracts/docs-tools --no-audit --no-fund
 	touch $@
 
-# Moves the locks forward: the newest versions pyproject.toml allows, then the image's lock.
-# To move one package only: make lock ARGS='--upgrade-package redis'.
+# Moves the locks forward: the test lock to the newest versions pyproject.toml allows, then the
+# others from its pins. To move one package only: make lock ARGS='--upgrade-package redis'.
 lock: $(UV)
-	$(UV) lock $(or $(ARGS),--upgrade)
-	$(call export_image_lock) > requirements.lock
-
-# The image's lock (Dockerfile): the runtime dependencies of uv.lock, for pip --require-hashes.
-define export_image_lock
-{ echo "# The image's runtime dependencies, exported from uv.lock by make lock: do not edit."; \
-  $(UV) export --frozen --quiet --no-header --no-emit-project --no-default-groups \
-      --format requirements.txt; }
-endef
+	$(COMPILE) $(GROUPS_requirements-test.lock) $(or $(ARGS),--upgrade) -o requirements-test.lock
+	cp requirements-test.lock requirements-run.lock
+	$(COMPILE) $(GROUPS_requirements-run.lock) -o requirements-run.lock
+	cp requirements-test.lock requirements.lock
+	$(COMPILE) $(GROUPS_requirements.lock) -o requirements.lock
 
 # Deletes everything `make` made, the virtualenv included.
 clean:
