@@ -3,9 +3,11 @@ the rules)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from shared import currencies
 
-from .errors import StripeApiError
+from .errors import StripeApiError, invalid_param
 
 # How Stripe writes the minimum in its messages: `$0.50 usd`, `£0.30 gbp`, `175.00 huf`.
 _SYMBOLS = {
@@ -14,6 +16,18 @@ _SYMBOLS = {
 }  # fmt: skip
 
 CHECKOUT_TOTAL = "The Checkout Session's total amount due"
+
+
+def whole_amount(raw: Any, *, below_one: str) -> int:
+    """An `amount` parameter as Stripe reads it: a whole number of minor units, 1 at least
+    (`below_one` is Stripe's message for less, which differs by resource)."""
+    try:
+        amount = int(str(raw), 10)
+    except ValueError:
+        raise invalid_param("amount", f"Invalid integer: {raw}") from None
+    if amount < 1:
+        raise invalid_param("amount", below_one)
+    return amount
 
 
 def check_amount(amount: int, currency: str, *, param: str | None, subject: str) -> None:

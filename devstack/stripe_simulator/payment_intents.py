@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import charges, resources
-from .amounts import check_amount
+from .amounts import check_amount, whole_amount
 from .errors import invalid_param, missing_param
 from .events import Change
 from .state import JSONObject, SimulatorState
@@ -54,13 +54,7 @@ def _currency(raw: Any) -> str:
 def _amount(raw: Any) -> int:
     if raw is None:
         raise missing_param("amount")
-    try:
-        amount = int(str(raw), 10)
-    except ValueError:
-        raise invalid_param("amount", f"Invalid integer: {raw}") from None
-    if amount < 1:
-        raise invalid_param("amount", "This value must be greater than or equal to 1.")
-    return amount
+    return whole_amount(raw, below_one="This value must be greater than or equal to 1.")
 
 
 def _methods(raw: Any, currency: str) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import charges, resources
+from .amounts import whole_amount
 from .errors import StripeApiError, invalid_param, missing_param, no_such
 from .events import Change
 from .state import JSONObject, SimulatorState, new_id
@@ -150,7 +151,11 @@ def _amount(state: SimulatorState, intent: JSONObject, raw: Any) -> int:
             f"Charge {intent['latest_charge']} has already been refunded.",
             code="charge_already_refunded",
         )
-    amount = remaining if raw is None else _positive_int(raw)
+    amount = (
+        remaining
+        if raw is None
+        else whole_amount(raw, below_one="Refund amount must be a positive integer.")
+    )
     if amount > remaining:
         raise StripeApiError(
             400,
@@ -167,16 +172,6 @@ def _amount_held(state: SimulatorState, intent_id: str) -> int:
         for refund in state.refunds.values()
         if refund["payment_intent"] == intent_id and refund["status"] in ("pending", "succeeded")
     )
-
-
-def _positive_int(raw: Any) -> int:
-    try:
-        amount = int(str(raw), 10)
-    except ValueError:
-        raise invalid_param("amount", f"Invalid integer: {raw}") from None
-    if amount < 1:
-        raise invalid_param("amount", "Refund amount must be a positive integer.")
-    return amount
 
 
 def _metadata(raw: Any) -> dict[str, str]:
