@@ -8,39 +8,18 @@ from typing import Any
 
 import aiohttp
 
-from shared.store import PaymentStore
-from shared.stripe_gateway import CheckoutRequest, StripeGateway, expires_at_of
-from tests.conftest import TEST_STRIPE_KEY, RunningPart
+from tests.conftest import RunningPart
 from tests.e2e.conftest import System
 from tests.e2e.test_checkout_attempts import (
     _attached,
-    _redirects,
     next_of_type,
     record,
+    second_attempt_by_hand,
     sim,
     status_becomes,
 )
 from tests.e2e.test_payment_flow import publish_ride
 from tests.helpers import eventually, next_message
-
-
-async def second_attempt_by_hand(mongo: RunningPart, system: System, ride: str, user: str) -> str:
-    """Attempt 2, its session open while attempt 1's still is (the API never leaves two open;
-    a late PaymentIntent, or an expiry that did not reach Stripe, can)."""
-    store = PaymentStore.connect(mongo.url, "e2e", "payments")
-    gateway = StripeGateway(TEST_STRIPE_KEY, system.stripe_url)
-    try:
-        current = await store.find({"rideId": ride})
-        assert current is not None
-        second = await gateway.create_checkout_session(
-            CheckoutRequest(ride, user, 2200, "usd", *_redirects(), attempt=2)
-        )
-        assert second.url is not None
-        assert await store.start_attempt(current, second.id, second.url, expires_at_of(second))
-        return second.id
-    finally:
-        await gateway.close()
-        await store.close()
 
 
 async def simulator_get(http: aiohttp.ClientSession, system: System, path: str) -> Any:
@@ -60,7 +39,7 @@ async def test_the_old_link_paid_in_another_tab_is_given_back_and_the_rider_told
             first = await eventually(
                 lambda: _attached(http, system, ride), timeout_s=60, what="the first session"
             )
-            second = await second_attempt_by_hand(mongo, system, ride, user)
+            second = await second_attempt_by_hand(mongo, system, ride, user, 2200)
             await sim(http, system, "pay", second)
             paid = await status_becomes(http, system, ride, "succeeded")
 
