@@ -11,7 +11,7 @@ from aiohttp import web
 
 from devstack import servers
 from devstack.rider_page.app import create_app
-from tests.browser.test_rider_page import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.test_rider_page import CHROMIUM, CHROMIUM_ARGS, connected_rider
 from tests.conftest import RunningPart
 from tests.e2e.conftest import System
 from tests.e2e.test_payment_flow import publish_ride
@@ -41,11 +41,7 @@ async def test_rider_gets_a_new_link_after_expiry_and_pays_it(
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = await browser.new_page()
-            await page.goto(rider_page)
-            await page.fill("#user-id", user)
-            await page.click("#connect")
-            await expect(page.locator("#connection")).to_have_text(f"connected as {user}")
+            page = await connected_rider(browser, rider_page, user)
 
             await publish_ride(kafka, ride, user, "21.30")
             row = page.locator(f'li[data-ride-id="{ride}"]')
@@ -90,11 +86,7 @@ async def test_a_bank_debit_shows_on_its_way_then_a_new_link_once_it_failed(
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = await browser.new_page()
-            await page.goto(rider_page)
-            await page.fill("#user-id", user)
-            await page.click("#connect")
-            await expect(page.locator("#connection")).to_have_text(f"connected as {user}")
+            page = await connected_rider(browser, rider_page, user)
 
             await publish_ride(kafka, ride, user, "14.60")
             row = page.locator(f'li[data-ride-id="{ride}"]')

@@ -6,6 +6,7 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -43,6 +44,18 @@ async def rider_page(system: System) -> AsyncIterator[str]:
     await runner.cleanup()
 
 
+async def connected_rider(browser: Any, rider_page: str, user: str) -> Any:
+    """A new tab on the rider page, connected as `user`."""
+    from playwright.async_api import expect
+
+    page = await browser.new_page()
+    await page.goto(rider_page)
+    await page.fill("#user-id", user)
+    await page.click("#connect")
+    await expect(page.locator("#connection")).to_have_text(f"connected as {user}")
+    return page
+
+
 async def test_rider_pays_on_the_checkout_page_and_sees_succeeded(
     rider_page: str, kafka: RunningPart, unique: str, tmp_path: Path
 ) -> None:
@@ -52,11 +65,7 @@ async def test_rider_pays_on_the_checkout_page_and_sees_succeeded(
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = await browser.new_page()
-            await page.goto(rider_page)
-            await page.fill("#user-id", user)
-            await page.click("#connect")
-            await expect(page.locator("#connection")).to_have_text(f"connected as {user}")
+            page = await connected_rider(browser, rider_page, user)
 
             await publish_ride(kafka, ride, user, "18.40")
             row = page.locator(f'li[data-ride-id="{ride}"]')
